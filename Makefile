@@ -1,0 +1,64 @@
+SHELL := /bin/bash
+# robustlearn: two commands, `make reproduce` and `make test`.
+# Both create .venv when it is missing. PyTorch is pinned first (TORCH), so the package's looser
+# `torch>=2.2` requirement never pulls a second, multi-GB build. Elsewhere, pick a build with e.g.
+#   make test TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+PIP    := $(BIN)/python -m pip install --quiet
+ARGS   ?=
+# folders whose files nbdev-export / nbdev-clean must leave untouched
+SYNCED := nbs tutorials robustlearn
+
+.PHONY: reproduce test sync-check lab docs clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.core-installed: pyproject.toml | $(BIN)/python
+	$(PIP) $(TORCH)
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(PIP) $(TORCH)
+	$(PIP) -e ".[dev]"
+	touch $@ $(VENV)/.core-installed
+
+## reproduce: run every registered claim (quick preset, CPU unless CUDA is present) and print the table
+reproduce: $(VENV)/.core-installed
+	$(BIN)/robustlearn reproduce $(ARGS)
+
+## test: notebooks clean and in sync with the library, every notebook runs, then pytest
+test: $(VENV)/.dev-installed sync-check
+	$(BIN)/nbdev-test --timing
+	$(BIN)/nbdev-test tutorials --timing
+	$(BIN)/python -m pytest -q
+
+sync-check: $(VENV)/.dev-installed
+	@before=$$(find $(SYNCED) -type f -not -path '*/.ipynb_checkpoints/*' -not -path '*/__pycache__/*' | sort | xargs sha1sum); \
+	$(BIN)/nbdev-export && $(BIN)/nbdev-clean && $(BIN)/nbdev-clean --fname tutorials; \
+	after=$$(find $(SYNCED) -type f -not -path '*/.ipynb_checkpoints/*' -not -path '*/__pycache__/*' | sort | xargs sha1sum); \
+	if [ "$$before" != "$$after" ]; then \
+	  echo "nbdev-export / nbdev-clean changed these files (library out of sync, or notebooks not clean):"; \
+	  diff <(echo "$$before") <(echo "$$after") | sed -n 's/^> [0-9a-f]*  /  /p'; \
+	  echo "Commit the changes and run make test again."; exit 1; \
+	fi; echo "notebooks clean, library in sync"
+
+## lab: open the chapters and tutorials in JupyterLab
+lab: $(VENV)/.dev-installed
+	$(BIN)/jupyter lab
+
+## docs: build the website with Quarto (a separate install: https://quarto.org/docs/get-started/)
+docs: $(VENV)/.dev-installed
+	@command -v quarto >/dev/null 2>&1 || { \
+	  echo "Quarto is not installed. It is a standalone program, not a pip package:"; \
+	  echo "  download it from https://quarto.org/docs/get-started/ , then run 'make docs' again."; exit 1; }
+	$(BIN)/nbdev-export
+	quarto render
+	@echo "the site is in _site/ (open _site/index.html)"
+
+clean:
+	rm -rf _site _docs reproduce dist build *.egg-info
