@@ -12,7 +12,7 @@ ARGS   ?=
 # folders whose files nbdev-export / nbdev-clean must leave untouched
 SYNCED := nbs tutorials robustlearn
 
-.PHONY: reproduce test sync-check lab docs clean
+.PHONY: reproduce test sync-check lab docs bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,6 +59,13 @@ docs: $(VENV)/.dev-installed
 	$(BIN)/nbdev-export
 	quarto render
 	@echo "the site is in _site/ (open _site/index.html)"
+
+## bench: time robustlearn against the anchors' packages (flow-matching, torchcfm), in one process
+# torchcfm is installed without dependencies: its torchdyn needs torchvision, which would pull another torch build.
+bench: $(VENV)/.dev-installed
+	$(PIP) $(TORCH) -e ".[bench]"
+	$(PIP) --no-deps torchcfm
+	$(BIN)/python benchmarks/flow_vs_anchors.py $(ARGS)
 
 clean:
 	rm -rf _site _docs reproduce dist build *.egg-info
