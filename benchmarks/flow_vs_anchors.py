@@ -2,7 +2,10 @@
 
 The same VelocityMLP, batch, data (checkerboard), optimizer and number of steps for every implementation;
 only the path/coupling code (training) and the solver (sampling, likelihood) differ. Prints times and the
-ratio robustlearn / anchor (below 1: robustlearn is faster), plus sample quality at equal steps.
+ratio robustlearn / anchor (below 1: robustlearn is faster), plus sample quality at equal steps. The
+implementations are interleaved (training chunk by chunk, solvers repeat by repeat) so that none is
+systematically first; times are medians (solvers) or totals (training). CPU timings only here: on CUDA
+add synchronisation before reading the clock.
 Needs the anchors: `make bench` installs them (torchcfm without its torchdyn dependency, which would
 pull torchvision and a second torch build).
 
@@ -16,25 +19,18 @@ from robustlearn.data import sample_2d
 from robustlearn.metrics import energy_distance
 from robustlearn import flow as rl
 
-def timed(fn, repeats, device):
-    "Median wall time of fn() over repeats (after one warm-up), synchronising CUDA."
-    sync = (lambda: torch.cuda.synchronize()) if device.type == "cuda" else (lambda: None)
-    fn(); sync()
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter(); out = fn(); sync(); ts.append(time.perf_counter() - t)
-    return statistics.median(ts), out
-
-def train(loss_of_batch, steps, batch, device, seed=0):
-    "Train a fresh VelocityMLP for `steps` steps with a given loss; return the model."
+def make_trainer(loss_of_batch, batch, device, seed=0):
+    "A fresh VelocityMLP and a function running n training steps on it; returns (model, run)."
     set_seed(seed)
     model = rl.VelocityMLP(2, hidden=256, depth=4).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    for _ in range(steps):
-        x1 = sample_2d("checkerboard", batch).to(device)
-        loss = loss_of_batch(model, x1)
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-    return model
+    gen = torch.Generator().manual_seed(seed)
+    def run(n):
+        for _ in range(n):
+            x1 = sample_2d("checkerboard", batch, gen).to(device)
+            loss = loss_of_batch(model, x1)
+            opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+    return model, run
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -64,47 +60,63 @@ def main():
         t, xt, ut = cfm.sample_location_and_conditional_flow(x0, x1)
         return ((m(xt, t) - ut) ** 2).mean()
 
-    rows, models = [], {}
+    # interleave the implementations chunk by chunk, so that none is always first (warm-up, a busy core)
+    models, runs, train_time = {}, {}, {}
     for name, loss in (("robustlearn", rl_loss), ("flow_matching", fm_loss), ("torchcfm", cfm_loss)):
-        t0 = time.perf_counter(); models[name] = train(loss, a.steps, a.batch, device); dt = time.perf_counter() - t0
-        rows.append(("train steps/s", name, a.steps / dt))
+        models[name], runs[name] = make_trainer(loss, a.batch, device); train_time[name] = 0.0
+    chunks = 10
+    for _ in range(chunks):
+        for name in runs:
+            t0 = time.perf_counter(); runs[name](a.steps // chunks); train_time[name] += time.perf_counter() - t0
     # --- sampling and likelihood: robustlearn's solvers vs flow_matching's ODESolver (torchcfm has none without torchdyn) ---
     class Wrapped(ModelWrapper):
-        def forward(self, x, t, **extras): return self.model(x, t.expand(len(x)) if t.dim() == 0 else t)
+        def forward(self, x, t, **extras):   # adaptive solvers step just past the ends, as in robustlearn.flow.velocity_fn
+            t = t.clamp(0, 1)
+            return self.model(x, t.expand(len(x)) if t.dim() == 0 else t)
     gen = torch.Generator().manual_seed(1)
     x0 = torch.randn(a.n_samples, 2, generator=gen).to(device)
     data = sample_2d("checkerboard", a.n_samples, gen)
     x_nll = sample_2d("checkerboard", a.n_nll, gen).to(device)
-    times, quality = {}, {}
+    fns = {}
+    shared = models["robustlearn"].eval()        # solvers are timed on one and the same field (adaptive steps depend on it)
     for name in ("robustlearn", "flow_matching"):
-        m = models["robustlearn" if name == "robustlearn" else "flow_matching"].eval()
+        m = shared
         if name == "robustlearn":
-            euler = lambda: rl.sample(m, x0, steps=100, method="euler")
-            dopri = lambda: rl.sample(m, x0, method="dopri5")
-            nll = lambda: -rl.log_likelihood(m, x_nll, steps=100, method="midpoint").mean().item()
+            fns[name] = dict(euler=lambda m=m: rl.sample(m, x0, steps=100, method="euler"),
+                             dopri5=lambda m=m: rl.sample(m, x0, method="dopri5"),
+                             nll=lambda m=m: -rl.log_likelihood(m, x_nll, steps=100, method="midpoint").mean().item())
         else:
             solver = ODESolver(velocity_model=Wrapped(m))
-            euler = lambda: solver.sample(x_init=x0, step_size=0.01, method="euler")
-            dopri = lambda: solver.sample(x_init=x0, step_size=None, method="dopri5")
             log_p0 = lambda x: rl.standard_normal_log_prob(x)
-            nll = lambda: -solver.compute_likelihood(x_1=x_nll, log_p0=log_p0, step_size=0.01, method="midpoint",
-                                                     exact_divergence=True)[1].mean().item()
-        with torch.no_grad():
-            times[(name, "euler")], xs = timed(euler, a.repeats, device)
-            times[(name, "dopri5")], _ = timed(dopri, a.repeats, device)
-        times[(name, "nll")], nll_value = timed(nll, a.repeats, device)
-        quality[name] = (energy_distance(xs.cpu(), data), nll_value)
-    xs_cfm = rl.sample(models["torchcfm"].eval(), x0, steps=100, method="euler")       # quality of torchcfm's training
-    quality["torchcfm"] = (energy_distance(xs_cfm.cpu(), data), -rl.log_likelihood(models["torchcfm"], x_nll, steps=100, method="midpoint").mean().item())
-
+            fns[name] = dict(euler=lambda s=solver: s.sample(x_init=x0, step_size=0.01, method="euler"),
+                             dopri5=lambda s=solver: s.sample(x_init=x0, step_size=None, method="dopri5"),
+                             nll=lambda s=solver: -s.compute_likelihood(x_1=x_nll, log_p0=log_p0, step_size=0.01, method="midpoint",
+                                                                        exact_divergence=True)[1].mean().item())
+    times, outs = {}, {}
+    for what in ("euler", "dopri5", "nll"):
+        samples = {name: [] for name in fns}
+        for name in fns: fns[name][what]()                                # warm-up
+        for _ in range(a.repeats):                                        # interleaved repeats
+            for name in fns:
+                t0 = time.perf_counter()
+                with torch.set_grad_enabled(what == "nll"): outs[(name, what)] = fns[name][what]()
+                samples[name].append(time.perf_counter() - t0)
+        for name in fns: times[(name, what)] = statistics.median(samples[name])
+    # quality of each library's *training*, all measured with the same solver (robustlearn's)
+    quality = {}
+    for name, m in models.items():
+        xs = rl.sample(m.eval(), x0, steps=100, method="euler")
+        quality[name] = (energy_distance(xs.cpu(), data), -rl.log_likelihood(m, x_nll, steps=100, method="midpoint").mean().item())
+    solver_agree = (outs[("robustlearn", "euler")] - outs[("flow_matching", "euler")]).abs().max().item()
     print(f"\ndevice {device}, torch {torch.__version__}, {a.steps} training steps, batch {a.batch}, checkerboard\n")
     print(f"{'measure':28s} {'robustlearn':>12s} {'flow_matching':>14s} {'torchcfm':>10s}   ratios rl/fm, rl/cfm (time; <= 1.05 is the target)")
-    tr = {n: v for _, n, v in rows}
+    tr = {n: a.steps / train_time[n] for n in train_time}
     print(f"{'train step time (ms)':28s} {1e3 / tr['robustlearn']:12.2f} {1e3 / tr['flow_matching']:14.2f} {1e3 / tr['torchcfm']:10.2f}"
           f"   {tr['flow_matching'] / tr['robustlearn']:.2f}, {tr['torchcfm'] / tr['robustlearn']:.2f}")
     for what, label in (("euler", "Euler-100 sampling (ms)"), ("dopri5", "dopri5 sampling (ms)"), ("nll", "NLL, midpoint-100 (ms)")):
         r, f = times[("robustlearn", what)], times[("flow_matching", what)]
         print(f"{label:28s} {1e3 * r:12.1f} {1e3 * f:14.1f} {'n/a':>10s}   {r / f:.2f}, n/a")
+    print(f"{'(solvers on one field: max |Euler-100 sample difference| = ' + format(solver_agree, '.1e') + ')':s}")
     print(f"{'energy distance to data':28s} {quality['robustlearn'][0]:12.4f} {quality['flow_matching'][0]:14.4f} {quality['torchcfm'][0]:10.4f}   (lower is better)")
     print(f"{'held-out NLL (nats)':28s} {quality['robustlearn'][1]:12.3f} {quality['flow_matching'][1]:14.3f} {quality['torchcfm'][1]:10.3f}   (entropy log 8 = {math.log(8):.3f})")
 
