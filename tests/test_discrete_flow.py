@@ -48,6 +48,9 @@ BAD = [
     ("model-length", lambda: D.TokenMLP(4, 3)(torch.zeros(2, 5, dtype=torch.long), torch.zeros(2)), ValueError, "x must be (B, 3)"),
     ("grid", lambda: D.checkerboard_target(6), ValueError, "multiple of 4"),
     ("steps", lambda: D.sample_discrete(D.TokenMLP(4, 2), D.MixturePath(4), 3, steps=0), ValueError, "steps must be a positive int"),
+    ("n-samples", lambda: D.sample_discrete(D.TokenMLP(4, 2), D.MixturePath(4), 0), ValueError, "n must be a positive int"),
+    ("tv-shape", lambda: D.total_variation(torch.zeros(5, 3, dtype=torch.long), D.checkerboard_target(4)), ValueError, "tokens must be (n, 2)"),
+    ("tv-range", lambda: D.total_variation(torch.full((5, 2), 9), D.checkerboard_target(4)), ValueError, "tokens must be in [0, 4)"),
 ]
 
 @pytest.mark.parametrize("call,exc,fragment", [b[1:] for b in BAD], ids=[b[0] for b in BAD])

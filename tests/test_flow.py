@@ -101,6 +101,7 @@ BAD = [
     ("divergence", lambda: Fl.log_likelihood(Fl.VelocityMLP(2), torch.zeros(2, 2), divergence="skilling"), ValueError, "divergence must be"),
     ("ot-shapes", lambda: Fl.ot_coupling(torch.zeros(3, 2), torch.zeros(4, 2)), ValueError, "same shape"),
     ("poly-n", lambda: Fl.PolynomialConvexScheduler(0), ValueError, "n must be positive"),
+    ("n-probes", lambda: Fl.log_likelihood(Fl.VelocityMLP(2), torch.zeros(2, 2), divergence="hutchinson", n_probes=0), ValueError, "n_probes must be a positive int"),
 ]
 
 @pytest.mark.parametrize("call,exc,fragment", [b[1:] for b in BAD], ids=[b[0] for b in BAD])

@@ -87,6 +87,7 @@ BAD = [
     ("too-few-per-twin", lambda d: X.xrm(d[0].subset(torch.cat([(d[0].y == 0).nonzero()[:1, 0], (d[0].y == 1).nonzero()[:1, 0]])), d[1], steps=2), ValueError, "two training examples per twin"),
     ("shapes", lambda d: X.xrm(d[0], GroupDataset(torch.zeros(2, 7), torch.tensor([0, 1])), steps=2), ValueError, "differ in shape"),
     ("steps", lambda d: X.xrm(d[0], d[1], steps=-5), ValueError, "steps must be a positive int"),
+    ("batch-size", lambda d: X.xrm(d[0], d[1], steps=1, batch_size=0), ValueError, "batch_size must be None (full batch) or an int >= 2"),
     ("optimizer", lambda d: X.xrm(d[0], d[1], steps=1, hparams=dict(optimizer="lbfgs")), ValueError, "unknown optimizer"),
     ("tau-zero", lambda d: M.mat(d[0], d[1], tau=0.0), ValueError, "tau must be a positive number"),
     ("tau-negative-shift", lambda d: M.mat_shift(torch.zeros(3, 2), torch.tensor([0, 1, 0]), tau=-2), ValueError, "tau must be"),
