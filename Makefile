@@ -12,7 +12,7 @@ ARGS   ?=
 # folders whose files nbdev-export / nbdev-clean must leave untouched
 SYNCED := nbs tutorials robustlearn
 
-.PHONY: reproduce test sync-check lab docs bench clean
+.PHONY: reproduce test sync-check lab docs bench bench-mtp clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,10 @@ bench: $(VENV)/.dev-installed
 	$(PIP) $(TORCH) -e ".[bench]"
 	$(PIP) --no-deps torchcfm
 	$(BIN)/python benchmarks/flow_vs_anchors.py $(ARGS)
+
+## bench-mtp: multi-token prediction, naive vs sequential heads and greedy vs self-speculative decoding
+bench-mtp: $(VENV)/.dev-installed
+	$(BIN)/python benchmarks/mtp.py $(ARGS)
 
 clean:
 	rm -rf _site _docs reproduce dist build *.egg-info

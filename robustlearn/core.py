@@ -252,6 +252,7 @@ def fit(model: torch.nn.Module,
         resume: bool = False,              # continue from `checkpoint` if it exists
         desc: str = "fit",                 # the progress bar's label
         lr_schedule: str = "constant",     # "constant", or "cosine": decay from lr to 0 over the run
+        backward: bool = True,             # False: loss_fn computes the gradients itself and returns the loss to log
        ) -> History:
     "Train `model` for `steps` steps of `loss_fn` on batches of `data`; return the `History`."
     if not isinstance(model, torch.nn.Module): raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -286,13 +287,13 @@ def fit(model: torch.nn.Module,
     for step in bar:
         if lr_schedule == "cosine":   # a function of the step alone, so a resumed run follows the same schedule
             for grp in opt.param_groups: grp["lr"] = grp["initial_lr"] * 0.5 * (1 + math.cos(math.pi * step / steps))
+        opt.zero_grad(set_to_none=True)
         loss = loss_fn(model, to_device(batch_at(step), device))
         if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
             raise TypeError(f"loss_fn must return a scalar tensor, got {type(loss).__name__} "
                             f"with shape {tuple(getattr(loss, 'shape', ()))}")
         if not torch.isfinite(loss): raise FloatingPointError(f"the loss is {loss.item()} at step {step}; try a smaller lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if backward: loss.backward()
         if grad_clip is not None: torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
         hist.losses.append(loss.item())

@@ -1,0 +1,137 @@
+"Multi-token prediction: gradients of the two implementations, exact speculative decoding, the tasks, bad inputs, claims."
+import numpy as np, pytest, torch
+from robustlearn import mtp as M
+from robustlearn.claims import run_claims
+
+
+def _grads(model, fn, tok, tgt=None):
+    model.zero_grad(set_to_none=True)
+    out = fn(model, tok, tgt)
+    if out.requires_grad: out.backward()
+    return out.item(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("n_heads,dtype,tol", [(1, torch.float64, 1e-5), (2, torch.float64, 1e-5), (4, torch.float64, 1e-5),
+                                               (4, torch.float32, 1e-4)])
+def test_sequential_heads_give_the_naive_gradients(n_heads, dtype, tol):
+    torch.manual_seed(n_heads)
+    m = M.MultiTokenGPT(300, n_heads=n_heads, n_layer=n_heads + 1, d_model=32, block_size=20).to(dtype)
+    tok = torch.randint(0, 300, (3, 20))
+    tgt = tok.clone(); tgt[:, :8] = -100
+    for t in (None, tgt):
+        l1, g1 = _grads(m, M.mtp_loss, tok, t)
+        l2, g2 = _grads(m, M.mtp_backward, tok, t)
+        assert g1.keys() == g2.keys() and len(g1) == len(list(m.parameters()))
+        assert abs(l1 - l2) < 1e-4 * max(1, abs(l1))
+        assert max((g1[k] - g2[k]).abs().max().item() for k in g1) <= tol
+
+
+def test_loss_is_the_sum_of_shifted_cross_entropies():
+    torch.manual_seed(0)
+    m = M.MultiTokenGPT(20, n_heads=3, n_layer=3, d_model=16).double()
+    tok = torch.randint(0, 20, (2, 9))
+    logits = m(tok)                                                         # (3, B, T, V)
+    ref = sum(torch.nn.functional.cross_entropy(logits[i, :, :9 - i - 1].reshape(-1, 20), tok[:, i + 1:].reshape(-1))
+              for i in range(3))
+    assert torch.allclose(M.mtp_loss(m, tok), ref)
+
+
+def test_speculative_equals_greedy_untrained_models():
+    for seed in range(3):
+        torch.manual_seed(seed)
+        m = M.MultiTokenGPT(25, n_heads=4, n_layer=4, d_model=32, block_size=48).eval()
+        for k in (1, 2, 3, 4):
+            p = torch.randint(0, 25, (1 + 5 * seed,))
+            g, nf = M.greedy_decode(m, p, 30)
+            s, st = M.speculative_decode(m, p, 30, k=k)
+            assert torch.equal(s, g) and nf == 30
+            assert sum(st["accepted"]) == 30 and st["forwards"] == len(st["accepted"]) + 1
+            if k == 1: assert st["accepted"] == [1] * 30
+
+
+def test_speculative_accepts_everything_when_heads_agree():
+    # a model whose every head predicts "previous token + 1": proposals always agree with the verifier
+    torch.manual_seed(0)
+    m = M.MultiTokenGPT(10, n_heads=3, n_layer=3, d_model=16, block_size=40).eval()
+    def forward(idx, heads=None):
+        heads = range(3) if heads is None else heads
+        return torch.stack([torch.nn.functional.one_hot((idx + 1 + i) % 10, 10).float() for i in heads])
+    m.forward = forward
+    s, st = M.speculative_decode(m, torch.tensor([3]), 12, k=3)
+    assert s.tolist() == [(3 + i) % 10 for i in range(13)]
+    assert st["accepted"] == [3, 3, 3, 3] and st["forwards"] == 5
+    assert M.acceptance_by_depth(st["accepted"], 3) == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda m: M.MultiTokenGPT(50, n_heads=0), "n_heads must be an int >= 1"),
+    (lambda m: M.MultiTokenGPT(50, n_heads=3, n_layer=2), "must be at least n_heads"),
+    (lambda m: M.speculative_decode(m, torch.tensor([1, 2]), 4, k=3), "k (3) cannot exceed the model's number of heads (2)"),
+    (lambda m: M.speculative_decode(m, torch.tensor([1, 2]), 4, k=0), "k must be an int >= 1"),
+    (lambda m: M.greedy_decode(m, torch.zeros(30, dtype=torch.long), 5), "exceed the model's context (32)"),
+    (lambda m: M.speculative_decode(m, torch.zeros(40, dtype=torch.long), 0), "exceed the model's context (32)"),
+    (lambda m: M.greedy_decode(m, torch.tensor([3, 50]), 2), "token ids must be in [0, 50)"),
+    (lambda m: M.greedy_decode(m, torch.tensor([-1]), 2), "token ids must be in [0, 50)"),
+    (lambda m: M.greedy_decode(m, torch.tensor([1.0]), 2), "tensor of token ids"),
+    (lambda m: m(torch.full((1, 3), 50)), "token ids must be in [0, 50)"),
+    (lambda m: M.mtp_loss(m, torch.zeros(2, 5, dtype=torch.long), torch.zeros(2, 4, dtype=torch.long)), "targets must have"),
+    (lambda m: M.train_mtp(m, torch.zeros(4, 40, dtype=torch.long), steps=1), "exceed the context (32)"),
+    (lambda m: M.StoryTask().sample(2, split="dev"), "split must be 'train' or 'test'"),
+    (lambda m: M.poly_dataset(3, ops=(2, 1)), "ops must be (lo, hi)"),
+    (lambda m: M.induction_accuracy(m, torch.zeros(2, 5, dtype=torch.long), torch.zeros(2, 5, dtype=torch.bool)), "selects no position"),
+])
+def test_bad_inputs(call, message):
+    m = M.MultiTokenGPT(50, n_heads=2, n_layer=2, d_model=16, block_size=32)
+    with pytest.raises(ValueError) as e: call(m)
+    assert message in str(e.value)
+
+
+def test_training_is_deterministic_and_implementation_independent():
+    data = torch.randint(0, 30, (64, 16), generator=torch.Generator().manual_seed(0))
+    runs = []
+    for seq in (True, True, False):
+        torch.manual_seed(0)
+        m = M.MultiTokenGPT(30, n_heads=2, n_layer=3, d_model=16, block_size=16)
+        runs.append(M.train_mtp(m, data, steps=6, batch_size=8, sequential=seq, device="cpu", progress=False).losses)
+    assert runs[0] == runs[1]
+    assert np.allclose(runs[0], runs[2], atol=1e-4)
+
+
+def test_polynomial_ring_laws():
+    rng = np.random.default_rng(0)
+    X = np.array([0, 1, 0, 0, 0])
+    for _ in range(30):
+        p, q, r = (rng.integers(0, 7, 5) for _ in range(3))
+        assert (M.poly_mul(p, (q + r) % 7) == (M.poly_mul(p, q) + M.poly_mul(p, r)) % 7).all()     # distributive
+        r0 = r.copy(); r0[0] = 0   # associative when the innermost polynomial has no constant term (see the chapter)
+        assert (M.poly_compose(p, M.poly_compose(q, r0)) == M.poly_compose(M.poly_compose(p, q), r0)).all()
+        assert (M.poly_compose(p, X) == p).all() and (M.poly_compose(X, p) == p).all()            # X is the identity
+        assert (M.poly_compose(p, np.zeros(5, np.int64)) == np.r_[p[0], 0, 0, 0, 0]).all()        # p(0) is the constant
+        assert (M.poly_eval(("add", p, ("neg", p))) == 0).all()
+    # with a constant term inside, truncating the outer polynomial first changes the result: not associative
+    p, q, r = np.array([0, 0, 0, 0, 1]), np.array([0, 1, 0, 0, 0]), np.array([1, 0, 0, 0, 0])
+    assert not (M.poly_compose(p, M.poly_compose(np.array([0, 0, 1, 0, 0]), r)) ==
+                M.poly_compose(M.poly_compose(p, np.array([0, 0, 1, 0, 0])), r)).all()
+
+
+def test_story_names_are_copied_not_memorised():
+    task = M.StoryTask(n_first=8, n_second=8, seed=1)
+    tok, mask = task.sample(200, 48, "test", seed=0)
+    F_, A = task.n_filler, task.n_first
+    for r in range(20):
+        for t in mask[r].nonzero().flatten().tolist():
+            a, b = tok[r, t - 1].item(), tok[r, t].item()
+            earlier = [(tok[r, s - 1].item(), tok[r, s].item()) for s in range(1, t - 1)]
+            assert F_ <= a < F_ + A and (a, b) in earlier                                          # a later mention
+
+
+def test_memory_claim_holds_quick():
+    df = run_claims(["mtp.memory_is_flat"], quick=True, seeds=(0,), device="cpu")
+    row = df.iloc[0]
+    assert row.verdict == "holds", row.detail
+
+
+@pytest.mark.slow
+def test_speculative_claims_hold_two_seeds():
+    df = run_claims(["mtp.speculative_is_exact", "mtp.speculative_is_faster"], quick=True, seeds=(0, 1), device="cpu")
+    assert (df.verdict == "holds").all(), df[["claim", "detail"]].to_string()
