@@ -26,7 +26,7 @@ __all__ = ['SHIFTS', 'QUERY_SHIFTS', 'BASELINES', 'sample_prompts', 'ICLTransfor
 
 # %% ../nbs/31_icl.ipynb #1ceed5b0
 SHIFTS = ("none", "skewed", "subspace", "noise", "x_scale", "w_scale", "orthant", "orthogonal", "repeat", "longer")
-QUERY_SHIFTS = ("orthogonal", "repeat")
+QUERY_SHIFTS = ("orthant", "orthogonal", "repeat")
 
 def _check_shift(shift):
     if shift not in SHIFTS: raise ValueError(f"unknown shift {shift!r}: expected one of {list(SHIFTS)}")
@@ -170,7 +170,9 @@ def _query_shifted(xs, w, k, shift, g):
     "Copy of xs whose point k is shifted relative to the k points before it."
     xs = xs.clone()
     if k == 0: return xs
-    if shift == "orthogonal":
+    if shift == "orthant":                                                   # |z| * random signs ~ N(0, I), zeros kept
+        xs[:, k] = xs[:, k] * (torch.randint(0, 2, xs[:, k].shape, generator=g) * 2 - 1)
+    elif shift == "orthogonal":
         Q, _ = torch.linalg.qr(xs[:, :k].transpose(1, 2))                    # (B, d, min(k, d)): span of the context
         q = xs[:, k] - (Q @ (Q.transpose(1, 2) @ xs[:, k, :, None]))[..., 0]
         xs[:, k] = q
@@ -190,13 +192,14 @@ def error_curve(predictor, d: int, n_points: int, *, shift: str = "none", n_prom
     "Mean NSE per number of in-context examples k, with a 95% bootstrap interval: columns k, nse, lo, hi."
     _check_shift(shift)
     g = torch.Generator().manual_seed(10_000 + seed)
-    xs, ys, w = sample_prompts(n_prompts, n_points, d, task=task, shift="none" if shift in QUERY_SHIFTS else shift,
+    xs, ys, w = sample_prompts(n_prompts, n_points, d, task=task, shift=shift if shift not in ("orthogonal", "repeat") else "none",
                                generator=g, **prompt_kw)
     if shift in QUERY_SHIFTS:
         err = torch.empty(n_prompts, n_points)
         for k in range(n_points):
             xk = _query_shifted(xs, w, k, shift, g)
-            yk = torch.einsum("bnd,bd->bn", xk, w)
+            yk = ys.clone()
+            yk[:, k] = (xk[:, k] * w).sum(-1)                                # the context keeps its labels (and noise)
             err[:, k] = (_predict(predictor, xk, yk)[:, k] - yk[:, k]) ** 2 / d
     else:
         err = (_predict(predictor, xs, ys) - ys) ** 2 / d                     # (B, N)
