@@ -9,6 +9,9 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 PIP    := $(BIN)/python -m pip install --quiet
 ARGS   ?=
+# notebooks run one at a time: in parallel, each kernel's torch threads fight for the cores
+# (on 2 cores the tutorials took about 6 minutes two at a time, 2 minutes one at a time)
+NB_WORKERS ?= 1
 # folders whose files nbdev-export / nbdev-clean must leave untouched
 SYNCED := nbs tutorials robustlearn
 
@@ -33,8 +36,8 @@ reproduce: $(VENV)/.core-installed
 
 ## test: notebooks clean and in sync with the library, every notebook runs, then pytest
 test: $(VENV)/.dev-installed sync-check
-	$(BIN)/nbdev-test --timing
-	$(BIN)/nbdev-test tutorials --timing
+	$(BIN)/nbdev-test --n-workers $(NB_WORKERS) --timing
+	$(BIN)/nbdev-test tutorials --n-workers $(NB_WORKERS) --timing
 	$(BIN)/python -m pytest -q
 
 sync-check: $(VENV)/.dev-installed
