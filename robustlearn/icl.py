@@ -166,10 +166,11 @@ def baseline_predict(name: str, xs: torch.Tensor, ys: torch.Tensor) -> torch.Ten
     return torch.from_numpy(out).float()
 
 # %% ../nbs/31_icl.ipynb #ca17340f
-def _query_shifted(xs, w, k, shift, g):
-    "Copy of xs whose point k is shifted relative to the k points before it."
-    xs = xs.clone()
-    if k == 0: return xs
+def _query_shifted(xs, ys, w, k, shift, g):
+    "Copies of xs, ys whose point k is shifted relative to the k points before it; its label moves with it."
+    xs, ys = xs.clone(), ys.clone()
+    if k == 0: return xs, ys
+    before = xs[:, k].clone()
     if shift == "orthant":                                                   # |z| * random signs ~ N(0, I), zeros kept
         xs[:, k] = xs[:, k] * (torch.randint(0, 2, xs[:, k].shape, generator=g) * 2 - 1)
     elif shift == "orthogonal":
@@ -179,7 +180,8 @@ def _query_shifted(xs, w, k, shift, g):
     else:
         j = torch.randint(0, k, (len(xs),), generator=g)
         xs[:, k] = xs[torch.arange(len(xs)), j]
-    return xs
+    ys[:, k] += ((xs[:, k] - before) * w).sum(-1)                          # the context keeps its labels, the query its noise
+    return xs, ys
 
 def _predict(predictor, xs, ys):
     if isinstance(predictor, str): return baseline_predict(predictor, xs, ys)
@@ -192,14 +194,12 @@ def error_curve(predictor, d: int, n_points: int, *, shift: str = "none", n_prom
     "Mean NSE per number of in-context examples k, with a 95% bootstrap interval: columns k, nse, lo, hi."
     _check_shift(shift)
     g = torch.Generator().manual_seed(10_000 + seed)
-    xs, ys, w = sample_prompts(n_prompts, n_points, d, task=task, shift=shift if shift not in ("orthogonal", "repeat") else "none",
+    xs, ys, w = sample_prompts(n_prompts, n_points, d, task=task, shift=shift,
                                generator=g, **prompt_kw)
     if shift in QUERY_SHIFTS:
         err = torch.empty(n_prompts, n_points)
         for k in range(n_points):
-            xk = _query_shifted(xs, w, k, shift, g)
-            yk = ys.clone()
-            yk[:, k] = (xk[:, k] * w).sum(-1)                                # the context keeps its labels (and noise)
+            xk, yk = _query_shifted(xs, ys, w, k, shift, g)
             err[:, k] = (_predict(predictor, xk, yk)[:, k] - yk[:, k]) ** 2 / d
     else:
         err = (_predict(predictor, xs, ys) - ys) ** 2 / d                     # (B, N)

@@ -21,8 +21,8 @@ from .nets import MLP, TinyGPT
 from .claims import claim
 
 # %% auto #0
-__all__ = ['make_mean_envs', 'make_rotated_digits', 'ICRMNet', 'env_batches', 'train_icrm', 'context_curve', 'ICRMExperiment',
-           'icrm_task', 'compare_icrm_erm', 'context_helps']
+__all__ = ['CONTEXTS', 'make_mean_envs', 'make_rotated_digits', 'ICRMNet', 'env_batches', 'train_icrm', 'context_curve',
+           'ICRMExperiment', 'icrm_task', 'compare_icrm_erm', 'context_helps']
 
 # %% ../nbs/32_icrm.ipynb #2bbf7b37
 def _check_int(name, v, lo=1):
@@ -110,11 +110,15 @@ def train_icrm(model: ICRMNet, envs, *, length: int | None = None, steps: int = 
                seed=seed, device=device, progress=progress, desc="icrm" if length > 1 else "erm", **fit_kw)
 
 # %% ../nbs/32_icrm.ipynb #162f851a
+CONTEXTS = (0, 1, 2, 5, 10, 25, 50)    # context sizes reported by default
+
 @torch.no_grad()
-def context_curve(model: ICRMNet, envs, contexts=(0, 1, 2, 5, 10, 25, 50)) -> pd.DataFrame:
+def context_curve(model: ICRMNet, envs, contexts=CONTEXTS) -> pd.DataFrame:
     "Error and accuracy on each environment's queries, after c unlabeled cache examples, for each c in contexts."
     contexts = list(contexts)
-    if not contexts or min(contexts) < 0: raise ValueError(f"contexts must be non-negative ints, got {contexts!r}")
+    if not contexts or any(not isinstance(c, int) or isinstance(c, bool) or c < 0 for c in contexts):
+        raise ValueError(f"contexts must be non-negative ints, got {contexts!r}")
+    if not envs: raise ValueError("envs is empty")
     if max(contexts) > model.max_context:
         raise ValueError(f"context size {max(contexts)} exceeds the trained context ({model.max_context})")
     cache_n = max(contexts)
@@ -172,7 +176,7 @@ def compare_icrm_erm(cfg: ICRMExperiment | None = None, seed: int = 0, device=No
         hist = train_icrm(model, train, length=length, steps=cfg.steps, batch_size=bs, lr=cfg.lr, seed=seed,
                           device=device, progress=progress, lr_schedule="cosine")
         out[name] = (model.cpu(), hist)
-    contexts = [c for c in (0, 1, 2, 5, 10, 25, 50) if c <= cfg.max_context]
+    contexts = [c for c in CONTEXTS if c <= cfg.max_context]
     out["curve"] = context_curve(out["icrm"][0], test, contexts)
     out["erm_error"] = context_curve(out["erm"][0], test, [0]).error.item()
     return out

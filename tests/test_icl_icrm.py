@@ -67,6 +67,8 @@ def test_models_are_causal_and_deterministic():
     (lambda: R.ICRMNet(4, 2, max_context=5)(torch.zeros(1, 7, 4)), "context of 6 examples exceeds the trained context (5)"),
     (lambda: R.ICRMNet(4, 2)(torch.zeros(1, 3, 5)), "xs must be (B, L, 4)"),
     (lambda: R.context_curve(R.ICRMNet(4, 2, max_context=5), R.make_mean_envs(2, 20, d=4), (0, 10)), "context size 10 exceeds"),
+    (lambda: R.context_curve(R.ICRMNet(4, 2, max_context=5), R.make_mean_envs(2, 20, d=4), (0, 2.5)), "contexts must be non-negative ints"),
+    (lambda: R.context_curve(R.ICRMNet(4, 2, max_context=5), [], (0, 2)), "envs is empty"),
     (lambda: R.env_batches(R.make_mean_envs(2, 20, d=4), 30, 2), "length 30 exceeds the smallest environment"),
     (lambda: R.icrm_task(R.ICRMExperiment(task="colours")), "task must be 'means' or 'digits'"),
     (lambda: R.train_icrm(R.ICRMNet(4, 2, max_context=5), R.make_mean_envs(2, 20, d=4), length=9, steps=1), "exceeds the model's context"),
