@@ -124,11 +124,11 @@ def _check_prompt(model, prompt, n_new):
 def greedy_decode(model: MultiTokenGPT, prompt: torch.Tensor, n_new: int) -> tuple[torch.Tensor, int]:
     "Plain greedy next-token decoding: (prompt + n_new tokens, number of forward passes)."
     _check_prompt(model, prompt, n_new)
-    seq = prompt.clone()
+    seq = prompt.clone() if prompt.dim() == 2 else prompt[None].clone()          # (B, L)
     for _ in range(n_new):
-        nxt = model(seq if seq.dim() == 2 else seq[None], heads=[0])[0, :, -1].argmax(-1)   # (B,)
-        seq = torch.cat([seq, nxt if seq.dim() == 2 else nxt[:1]], -1) if seq.dim() == 1 else torch.cat([seq, nxt[:, None]], 1)
-    return seq, n_new
+        nxt = model(seq, heads=[0])[0, :, -1].argmax(-1, keepdim=True)         # (B, 1)
+        seq = torch.cat([seq, nxt], 1)
+    return (seq if prompt.dim() == 2 else seq[0]), n_new
 
 @torch.no_grad()
 def speculative_decode(model: MultiTokenGPT, prompt: torch.Tensor, n_new: int, k: int | None = None) -> tuple[torch.Tensor, dict]:
@@ -265,7 +265,7 @@ def expression_tokens(expr) -> list[int]:
 def poly_dataset(n: int, ops=(1, 5), seed: int = 0, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     "n sequences `expr = answer pad...` with m uniform in ops (inclusive); (tokens, targets with -100 outside the answer)."
     _check_int("n", n)
-    lo, hi = ops
+    lo, hi = ops if isinstance(ops, (tuple, list)) and len(ops) == 2 else (None, None)
     if not (isinstance(lo, int) and isinstance(hi, int) and 0 <= lo <= hi): raise ValueError(f"ops must be (lo, hi) with 0 <= lo <= hi, got {ops!r}")
     rng = np.random.default_rng(seed)
     seqs = []
@@ -321,9 +321,10 @@ def step_memory(n_heads: int, sequential: bool, vocab_size: int = 8192, n_layer:
 
 def measure_memory(n_heads: int, sequential: bool, **kw) -> dict:
     "`step_memory` in a fresh Python process (so earlier allocations cannot hide a peak)."
-    code = f"import json; from robustlearn.mtp import step_memory; print(json.dumps(step_memory(**{json.dumps(dict(n_heads=n_heads, sequential=sequential, **kw))})))"
-    out = subprocess.run([sys.executable, "-c", code.replace("true", "True").replace("false", "False")],
-                         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    code = "import json, sys; from robustlearn.mtp import step_memory; print(json.dumps(step_memory(**json.loads(sys.argv[1]))))"
+    args = json.dumps(dict(n_heads=n_heads, sequential=sequential, **kw))
+    out = subprocess.run([sys.executable, "-c", code, args], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
     if out.returncode != 0: raise RuntimeError(f"the memory probe failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -36,6 +36,17 @@ def test_loss_is_the_sum_of_shifted_cross_entropies():
     assert torch.allclose(M.mtp_loss(m, tok), ref)
 
 
+def test_batched_greedy_equals_one_prompt_at_a_time():
+    torch.manual_seed(0)
+    m = M.MultiTokenGPT(25, n_heads=2, n_layer=3, d_model=32, block_size=32).eval()
+    prompts = torch.randint(0, 25, (4, 6))
+    batch, nf = M.greedy_decode(m, prompts, 10)
+    assert batch.shape == (4, 16) and nf == 10 and torch.equal(batch[:, :6], prompts)
+    for p, row in zip(prompts, batch):
+        assert torch.equal(M.greedy_decode(m, p, 10)[0], row)
+    assert len({tuple(r.tolist()) for r in batch}) > 1                  # the rows really differ
+
+
 def test_speculative_equals_greedy_untrained_models():
     for seed in range(3):
         torch.manual_seed(seed)
@@ -78,6 +89,7 @@ def test_speculative_accepts_everything_when_heads_agree():
     (lambda m: M.train_mtp(m, torch.zeros(4, 40, dtype=torch.long), steps=1), "exceed the context (32)"),
     (lambda m: M.StoryTask().sample(2, split="dev"), "split must be 'train' or 'test'"),
     (lambda m: M.poly_dataset(3, ops=(2, 1)), "ops must be (lo, hi)"),
+    (lambda m: M.poly_dataset(3, ops=(1, 2, 3)), "ops must be (lo, hi)"),
     (lambda m: M.induction_accuracy(m, torch.zeros(2, 5, dtype=torch.long), torch.zeros(2, 5, dtype=torch.bool)), "selects no position"),
 ])
 def test_bad_inputs(call, message):
