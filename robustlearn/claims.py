@@ -6,18 +6,22 @@ Docs: https://robustlearn.github.io/robustlearn/claims.html.md"""
 
 # %% ../nbs/04_claims.ipynb #278b4fe3
 from __future__ import annotations
-import argparse, importlib, json, math, numbers, pkgutil, platform, re, statistics, sys, time
-from dataclasses import dataclass, field
+import argparse, hashlib, importlib, json, math, numbers, os, pkgutil, platform, re, shutil, statistics, sys, time, traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
-from .core import atomic_write, get_device, set_seed
+from .core import atomic_write, get_device, set_seed, show_progress
 
 # %% auto #0
-__all__ = ['REGISTRY', 'ClaimResult', 'Claim', 'claim', 'load_chapters', 'resolve', 'run_claims', 'write_report', 'main']
+__all__ = ['REDUCERS', 'REGISTRY', 'LAUNCHERS', 'DEFAULT_JOBS', 'COLUMNS', 'ClaimResult', 'Claim', 'claim', 'load_chapters',
+           'resolve', 'cores', 'JobError', 'run_jobs', 'code_fingerprint', 'cache_file', 'read_cache', 'cached_results',
+           'run_claim_seed', 'run_claims', 'write_report', 'main']
 
 # %% ../nbs/04_claims.ipynb #e64739fd
 @dataclass
@@ -28,6 +32,9 @@ class ClaimResult:
     detail: str = ""
     figures: dict = field(default_factory=dict)
 
+# how a measured number combines over seeds; "all" (a verdict rule, not a reducer) asks the check to hold on every seed
+REDUCERS = {"median": statistics.median, "mean": statistics.fmean, "max": max, "min": min}
+
 @dataclass
 class Claim:
     "A registered claim: `claim(quick, seed, device) -> ClaimResult`."
@@ -35,8 +42,9 @@ class Claim:
     paper: str
     statement: str
     fn: Callable
-    check: Callable      # measured dict -> bool
-    detail: str = ""     # a format string over the measured numbers
+    check: Callable             # measured dict -> bool
+    detail: str = ""            # a format string over the measured numbers
+    aggregate: str | dict = "median"  # "median", "mean", "max", "min", "all", or {number: reducer}
 
     @property
     def chapter(self) -> str: return self.name.split(".")[0]
@@ -57,6 +65,28 @@ class Claim:
         if bad: raise TypeError(f"claim {self.name} returned non-numeric values for {bad}")
         return self.judge({k: float(v) for k, v in measured.items()}, figures)
 
+    def combine(self, per_seed: list[dict]) -> ClaimResult:
+        "One verdict from the seeds' numbers: reduce each number over seeds (median by default), then check."
+        if not per_seed: raise ValueError(f"claim {self.name}: no seeds to combine")
+        how = self.aggregate if isinstance(self.aggregate, dict) else {}
+        default = self.aggregate if isinstance(self.aggregate, str) and self.aggregate != "all" else "median"
+        res = self.judge({k: float(REDUCERS[how.get(k, default)]([m[k] for m in per_seed])) for k in per_seed[0]})
+        if self.aggregate == "all": res.holds = all(self.judge(m).holds for m in per_seed)
+        return res
+
+# %% ../nbs/04_claims.ipynb #cdd8aaba
+def _claim_reduce(self):   # pickled by name when registered in an importable module (workers re-import it)
+    fn = self.fn
+    if REGISTRY.get(self.name) is self and fn.__module__ not in ("__main__", None) and "<locals>" not in fn.__qualname__:
+        return _registered_claim, (self.name, fn.__module__)
+    return Claim, tuple(getattr(self, f.name) for f in fields(self))
+
+Claim.__reduce__ = _claim_reduce
+
+def _registered_claim(name: str, module: str) -> Claim:
+    importlib.import_module(module)
+    return REGISTRY[name]
+
 REGISTRY: dict[str, Claim] = {}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 
@@ -64,17 +94,22 @@ def claim(name: str,        # "chapter.claim", lower case
           paper: str,       # short citation
           statement: str,   # the claim and its threshold, in one sentence
           check: Callable,  # measured dict -> bool, the threshold
-          detail: str = ""  # format string over the measured numbers, shown in the table
+          detail: str = "", # format string over the measured numbers, shown in the table
+          aggregate: str | dict = "median",  # how seeds combine (see `REDUCERS`); "all": the check holds on every seed
          ) -> Callable[[Callable], Claim]:
     "Decorator registering `fn(quick, seed, device) -> dict` as the claim `name`."
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(f"claim names look like 'chapter.claim' (lower case, digits, underscores), got {name!r}")
     if not callable(check): raise TypeError("check must be a function of the measured dict returning a bool")
+    rules = aggregate.values() if isinstance(aggregate, dict) else [aggregate]
+    if not all(r in REDUCERS or (r == "all" and not isinstance(aggregate, dict)) for r in rules):
+        raise ValueError(f"aggregate must be one of {[*REDUCERS, 'all']} or a dict of numbers to {list(REDUCERS)}, "
+                         f"got {aggregate!r}")
     def register(fn: Callable) -> Claim:
         old = REGISTRY.get(name)
         if old is not None and getattr(old.fn, "__qualname__", None) != getattr(fn, "__qualname__", None):
             raise ValueError(f"a different function is already registered as claim {name!r}")
-        REGISTRY[name] = c = Claim(name, paper, statement, fn, check, detail)
+        REGISTRY[name] = c = Claim(name, paper, statement, fn, check, detail, aggregate)
         return c
     return register
 
@@ -99,6 +134,129 @@ def resolve(names=None) -> list[Claim]:
         raise ValueError(f"unknown claim(s) {unknown}; valid names: {valid}")
     return out
 
+# %% ../nbs/04_claims.ipynb #258daabd
+LAUNCHERS = ("pool", "local", "slurm")
+# measured on a 2-core machine (see the README): two jobs of one thread each were no faster than one job of two threads
+DEFAULT_JOBS = 1
+
+def cores() -> int:
+    "CPU cores this process may use."
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+def _with_threads(fn, threads, args):   # runs in the worker: share the cores, then call
+    if threads: torch.set_num_threads(threads)
+    return fn(*args)
+
+def _call_pickled(payload: bytes):
+    import cloudpickle
+    return _with_threads(*cloudpickle.loads(payload))
+
+@dataclass
+class JobError:
+    "A job that raised: the error in one line, the traceback, and the log file when there is one."
+    error: str
+    traceback: str = ""
+    log: str = ""
+
+# %% ../nbs/04_claims.ipynb #b714d483
+def run_jobs(fn: Callable,            # fn(*args) -> result; run in worker processes, so it must pickle (cloudpickle)
+             args: list[tuple],       # one tuple of arguments per job
+             jobs: int = 1,           # jobs at a time; 1 runs them in this process, one after another
+             launcher: str = "pool",  # "pool": local processes; "local"/"slurm": submitit's executors
+             folder: str | Path | None = None,  # submitit's folder for job files and logs ("local", "slurm")
+             threads: int | None = None,        # torch threads per job (default: cores // jobs for local runs)
+             cluster: dict | None = None,       # submitit parameters, e.g. dict(slurm_partition="gpu", timeout_min=60, gpus_per_node=1)
+            ) -> Iterator[tuple[int, object]]:
+    "Run `fn` on each tuple of `args`; yield `(index, result)` as jobs finish, a `JobError` as the result of a job that raised."
+    if launcher not in LAUNCHERS: raise ValueError(f"unknown launcher {launcher!r}: expected one of {list(LAUNCHERS)}")
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1: raise ValueError(f"jobs must be a positive int, got {jobs!r}")
+    if threads is None and launcher != "slurm": threads = max(1, cores() // jobs)
+    if launcher == "pool" and jobs == 1:
+        old = torch.get_num_threads()
+        try:
+            for i, a in enumerate(args):
+                try: yield i, _with_threads(fn, threads, a)
+                except Exception as e: yield i, JobError(f"{type(e).__name__}: {e}", traceback.format_exc())
+        finally: torch.set_num_threads(old)
+        return
+    if launcher == "pool":
+        import cloudpickle, multiprocessing
+        from robustlearn.claims import _call_pickled    # importable in a fresh worker (also when run from the notebook)
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as ex:
+            futs = {ex.submit(_call_pickled, cloudpickle.dumps((fn, threads, a))): i for i, a in enumerate(args)}
+            try:
+                for f in _as_done(futs):
+                    e = f.exception()
+                    yield futs[f], (f.result() if e is None else JobError(f"{type(e).__name__}: {e}", "".join(
+                        traceback.format_exception(type(e), e, e.__traceback__))))
+            except BaseException:
+                for f in futs: f.cancel()
+                raise
+        return
+    yield from _submitit_jobs(fn, args, jobs, launcher, folder, threads, cluster or {})
+
+def _as_done(futs):   # like concurrent.futures.as_completed, but in submission order among those done at once
+    pending = set(futs)
+    while pending:
+        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+        yield from sorted(done, key=futs.get)
+
+# %% ../nbs/04_claims.ipynb #487c8adf
+def _submitit_jobs(fn, args, jobs, launcher, folder, threads, cluster):
+    import submitit
+    if folder is None: raise ValueError(f"launcher {launcher!r} needs a folder for its job files and logs")
+    try: ex = submitit.AutoExecutor(folder=Path(folder) / "submitit", cluster=launcher)
+    except RuntimeError as e: raise RuntimeError(f"launcher {launcher!r}: {e}") from None
+    params = dict(timeout_min=60, **({"cpus_per_task": threads} if threads else {}), **cluster)
+    try: ex.update_parameters(**params)
+    except (ValueError, TypeError, NameError) as e: raise ValueError(f"bad cluster parameters {params}: {e}") from None
+    window = jobs if launcher == "local" else len(args)   # a scheduler queues the rest itself; locally, `jobs` at a time
+    todo, running = list(enumerate(args)), {}
+    while todo or running:
+        while todo and len(running) < window:
+            i, a = todo.pop(0)
+            running[i] = ex.submit(_with_threads, fn, threads, a)
+        time.sleep(0.2 if launcher == "local" else 5)
+        for i in sorted(i for i, j in running.items() if j.done()):
+            j = running.pop(i)
+            try: yield i, j.result()
+            except Exception as e:   # submitit's message holds the job's traceback: its error line is the last unindented one
+                lines = [l for l in str(e).splitlines() if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b", l)]
+                yield i, JobError(lines[-1] if lines else f"{type(e).__name__}: {e}", str(e), str(j.paths.stderr))
+
+# %% ../nbs/04_claims.ipynb #ff8776bd
+def code_fingerprint() -> str:
+    "SHA-256 of the package's source files and the torch version: a cached result stays valid while both are unchanged."
+    import robustlearn
+    h = hashlib.sha256(torch.__version__.encode())
+    for p in sorted(Path(robustlearn.__file__).parent.glob("*.py")):
+        h.update(p.name.encode()); h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+def cache_file(out: str | Path, name: str, seed: int, quick: bool, device) -> Path:
+    "Where the result of claim `name` at `seed` (preset, device kind) is cached under the output folder `out`."
+    return Path(out) / "cache" / f"{'quick' if quick else 'full'}-{get_device(device).type}" / name / f"seed{seed}.json"
+
+def read_cache(path: Path, fingerprint: str) -> dict | None:
+    "The cached result at `path` if it was computed by the same code, else None."
+    try: r = json.loads(Path(path).read_text())
+    except (OSError, ValueError): return None
+    ok = r.get("fingerprint") == fingerprint and "measured" in r and all(Path(path).parent.joinpath(f).is_file() for f in r.get("figures", {}).values())
+    return r if ok else None
+
+def _with_files(r: dict, cache_dir) -> dict:   # figure names -> paths of the cached PNGs
+    return dict(r, figure_files={k: str(Path(cache_dir) / r["claim"] / f) for k, f in r.get("figures", {}).items()})
+
+def cached_results(claims, seeds, out, quick, device, fingerprint) -> dict:
+    "The still-valid cached results under `out`: {(claim name, seed): result}."
+    res = {}
+    for c in claims:
+        for s in seeds:
+            p = cache_file(out, c.name, s, quick, device)
+            r = read_cache(p, fingerprint)
+            if r: res[(c.name, s)] = _with_files(dict(r, cached=True), p.parent.parent)
+    return res
+
 # %% ../nbs/04_claims.ipynb #b81e84d3
 def _close(figures: dict):
     import matplotlib.pyplot as plt
@@ -107,43 +265,105 @@ def _close(figures: dict):
 def _fmt(v: float) -> str:
     return f"{v:.3g}" if math.isfinite(v) else str(v)
 
+def run_claim_seed(claims: list[Claim], quick: bool, seed: int, device: str, fig_dir: str | None = None) -> list[dict]:
+    "One job: run `claims` (one chapter's, sharing its cached models) at one seed; per claim, its numbers or error."
+    out = []
+    for c in claims:
+        t0 = time.perf_counter()
+        try: r = c(quick=quick, seed=seed, device=device)
+        except Exception as e:
+            out.append(dict(claim=c.name, seed=seed, error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(),
+                            seconds=time.perf_counter() - t0)); continue
+        figs = {}
+        for nm, fig in r.figures.items():
+            if fig_dir is not None:
+                p = Path(fig_dir) / c.name / f"seed{seed}-{nm}.png"
+                atomic_write(p, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+                figs[nm] = p.name
+        _close(r.figures)
+        out.append(dict(claim=c.name, seed=seed, measured=r.measured, seconds=time.perf_counter() - t0, figures=figs))
+    return out
+
+# %% ../nbs/04_claims.ipynb #cb8f13af
+def _row(c: Claim, seeds, results: dict) -> dict:
+    per = [results.get((c.name, s)) for s in seeds]
+    row = dict(chapter=c.chapter, claim=c.name, statement=c.statement, paper=c.paper, values={}, per_seed=[], figures={},
+               per_seed_holds=[], cached=sum(bool(p and p.get("cached")) for p in per),
+               seconds=round(sum(p["seconds"] for p in per if p), 1), log="")
+    errors = [p for p in per if p and "error" in p]
+    if errors:
+        e = errors[0]
+        return dict(row, measured="", verdict="error", seeds=f"seed {e['seed']} raised", log=e.get("log", ""),
+                    detail=e["error"] + (f" (log: {e['log']})" if e.get("log") else ""))
+    if not all(per): return dict(row, measured="", verdict="pending", seeds="", detail="")
+    res = c.combine([p["measured"] for p in per])
+    holds = [c.judge(p["measured"]).holds for p in per]
+    return dict(row, measured=", ".join(f"{k}={_fmt(v)}" for k, v in res.measured.items()), verdict="holds" if res.holds else "fails",
+                seeds=f"{sum(holds)}/{len(holds)} hold", detail=res.detail, values=res.measured,
+                per_seed=[p["measured"] for p in per], per_seed_holds=holds, figures=per[0].get("figure_files", {}))
+
+COLUMNS = ["chapter", "claim", "measured", "verdict", "seeds", "seconds", "cached", "detail", "statement", "paper",
+           "values", "per_seed", "per_seed_holds", "figures", "log"]
+
+# %% ../nbs/04_claims.ipynb #275d0ff7
 def run_claims(names=None,                 # claim or chapter names; None: every registered claim
                quick: bool = True,         # quick preset (CPU) or full preset (the paper's sizes)
-               seeds=(0,),                 # seeds to run; numbers are their medians
+               seeds=(0,),                 # seeds to run; how their numbers combine is each claim's `aggregate`
                device="auto",
-               out: str | Path | None = None,  # folder for report.json, report.md and figures
-               log: Callable | None = None,    # called with a line of text before each run
+               out: str | Path | None = None,  # folder for report.json, report.md, figures and the result cache
+               log: Callable | None = None,    # called with a line of text per finished claim (default: print when progress shows)
+               jobs: int = 1,              # (chapter, seed) jobs at a time (see `run_jobs`)
+               launcher: str = "pool",     # "pool", "local" or "slurm" (see `run_jobs`)
+               force: bool = False,        # recompute results the cache under `out` still holds
+               progress: bool | None = None,   # one bar over every (claim, seed) run
+               cluster: dict | None = None,    # submitit parameters for "local"/"slurm"
+               threads: int | None = None,     # torch threads per job
               ) -> pd.DataFrame:
-    "Run claims over seeds; return a DataFrame (chapter, claim, measured, verdict, seconds, detail, ...)."
+    "Run claims over seeds (cached, in parallel); return one row per claim: numbers, verdict, per-seed verdicts, seconds."
     seeds = tuple(seeds)
     if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise ValueError(f"seeds must be a non-empty sequence of non-negative ints, got {seeds!r}")
-    device = get_device(device)
-    rows = []
-    for c in resolve(names):
-        t0, per_seed, figures, error = time.perf_counter(), [], {}, None
+    device, claims = get_device(device), resolve(names)
+    byname = {c.name: c for c in claims}
+    cache_dir = None if out is None else cache_file(out, "x", 0, quick, device).parent.parent
+    fingerprint = code_fingerprint() if out is not None else None
+    results = {} if (out is None or force) else cached_results(claims, seeds, out, quick, device, fingerprint)
+    groups = {}
+    for c in claims:
         for s in seeds:
-            if log: log(f"{c.name} (seed {s}, {'quick' if quick else 'full'}, {device})")
-            try:
-                r = c(quick=quick, seed=s, device=device)
-            except Exception as e:  # reported as a row, the run goes on
-                error = f"{type(e).__name__}: {e}"; break
-            per_seed.append(r.measured)
-            if figures: _close(r.figures)          # only the first seed's figures are kept
-            else: figures = r.figures
-        secs = time.perf_counter() - t0
-        if error is None:
-            med = {k: statistics.median(m[k] for m in per_seed) for k in per_seed[0]}
-            res = c.judge(med, figures)
-            verdict, detail = ("holds" if res.holds else "fails"), res.detail
-        else:
-            med, verdict, detail = {}, "error", error
-        rows.append(dict(chapter=c.chapter, claim=c.name, measured=", ".join(f"{k}={_fmt(v)}" for k, v in med.items()),
-                         verdict=verdict, seconds=round(secs, 1), detail=detail, statement=c.statement,
-                         paper=c.paper, values=med, per_seed=per_seed, figures=figures))
-    df = pd.DataFrame(rows, columns=["chapter", "claim", "measured", "verdict", "seconds", "detail", "statement",
-                                     "paper", "values", "per_seed", "figures"])
-    if out is not None: write_report(df, out, quick=quick, seeds=seeds, device=device)
+            if (c.name, s) not in results: groups.setdefault((c.chapter, s), []).append(c)
+    keys = list(groups)
+    show = show_progress(progress)
+    say = log or (tqdm.write if show else (lambda s: None))
+    if results: say(f"reusing {len(results)} cached run(s) of {len(claims) * len(seeds)} from {cache_dir} (force=True / --force recomputes)")
+    bar = tqdm(total=len(claims) * len(seeds), initial=len(results), desc="claims x seeds", disable=not show,
+               mininterval=1 if sys.stderr.isatty() else 30)
+    rows = {c.name: _row(c, seeds, results) for c in claims}
+    def report(): 
+        if out is not None: write_report(pd.DataFrame(list(rows.values()), columns=COLUMNS), out, quick, seeds, device)
+    report()
+    folder = out if out is not None else Path(__import__("tempfile").mkdtemp(prefix="robustlearn-jobs-"))
+    job_args = [(groups[k], quick, k[1], str(device), None if cache_dir is None else str(cache_dir)) for k in keys]
+    try:
+        for i, res in run_jobs(run_claim_seed, job_args, jobs=jobs, launcher=launcher, folder=folder, threads=threads, cluster=cluster):
+            if isinstance(res, JobError):
+                res = [dict(claim=c.name, seed=keys[i][1], error=res.error, traceback=res.traceback, log=res.log, seconds=0.0)
+                       for c in groups[keys[i]]]
+            for r in res:
+                results[(r["claim"], r["seed"])] = _with_files(r, cache_dir)
+                if out is not None and "error" not in r:
+                    payload = dict(r, fingerprint=fingerprint, preset="quick" if quick else "full", device=device.type)
+                    atomic_write(cache_file(out, r["claim"], r["seed"], quick, device), lambda t, p=payload: t.write_text(json.dumps(p)))
+                rows[r["claim"]] = _row(byname[r["claim"]], seeds, results)
+            report()                                   # rewritten after every job: an interruption loses nothing
+            bar.update(len(res))
+            for row in (rows[r["claim"]] for r in res):
+                if row["verdict"] != "pending":
+                    say(f"{row['verdict']:>5s}  {row['claim']}  {row['measured'] or row['detail']}  ({row['seeds']}, {row['seconds']} s)")
+    finally:
+        bar.close()
+    df = pd.DataFrame([rows[c.name] for c in claims], columns=COLUMNS)
+    report()
     return df
 
 # %% ../nbs/04_claims.ipynb #bc8c8458
@@ -152,46 +372,77 @@ def _markdown_table(df: pd.DataFrame) -> str:
     return "\n".join([cells(df.columns), cells(["---"] * len(df.columns))] + [cells(r) for r in df.itertuples(index=False)])
 
 def write_report(df: pd.DataFrame, out: str | Path, quick: bool, seeds, device) -> Path:
-    "Write report.json, report.md and figures/<claim>-<name>.png into `out`, each atomically."
+    "Write report.json, report.md and figures/<claim>-<name>.png (the first seed's) into `out`, each atomically."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     fig_files = {}
     for r in df.itertuples():
-        for nm, fig in (r.figures or {}).items():
+        for nm, src in (r.figures or {}).items():
             p = out / "figures" / f"{r.claim}-{nm}.png"
-            atomic_write(p, lambda tmp, fig=fig: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+            atomic_write(p, lambda tmp, src=src: shutil.copyfile(src, tmp))
             fig_files.setdefault(r.claim, []).append(str(p.relative_to(out)))
-        _close(r.figures or {})
-    meta = dict(preset="quick" if quick else "full", seeds=list(seeds), device=str(device),
+    meta = dict(preset="quick" if quick else "full", seeds=list(seeds), device=str(device), fingerprint=code_fingerprint(),
                 torch=torch.__version__, python=platform.python_version(), time=time.strftime("%Y-%m-%d %H:%M:%S"))
     claims = [dict(chapter=r.chapter, claim=r.claim, paper=r.paper, statement=r.statement, verdict=r.verdict,
-                   measured=r.values, per_seed=r.per_seed, detail=r.detail, seconds=r.seconds,
-                   figures=fig_files.get(r.claim, [])) for r in df.itertuples()]
+                   measured=r.values, per_seed=r.per_seed, per_seed_holds=r.per_seed_holds, detail=r.detail,
+                   seconds=r.seconds, cached=r.cached, log=r.log, figures=fig_files.get(r.claim, [])) for r in df.itertuples()]
     atomic_write(out / "report.json", lambda tmp: tmp.write_text(json.dumps(dict(meta=meta, claims=claims), indent=2)))
     held = (df.verdict == "holds").sum()
     md = [f"# robustlearn reproduce: {held} of {len(df)} claims hold", "",
           f"Preset **{meta['preset']}**, seeds {meta['seeds']}, device `{meta['device']}`, torch {meta['torch']}.", "",
-          _markdown_table(df[["chapter", "claim", "measured", "verdict", "seconds"]]), ""]
+          _markdown_table(df[["chapter", "claim", "measured", "verdict", "seeds", "seconds"]]), ""]
     for r in df.itertuples():
         md += [f"## {r.claim}: {r.verdict}", "", f"*{r.paper}*", "", r.statement, "", r.detail, ""]
+        if r.per_seed:
+            per = pd.DataFrame(r.per_seed, index=[f"seed {s}" for s in seeds]).assign(holds=r.per_seed_holds)
+            md += [_markdown_table(per.reset_index().rename(columns={"index": "seed"}).map(
+                lambda v: _fmt(v) if isinstance(v, float) else v)), ""]
         md += [f"![{f}]({f})" for f in fig_files.get(r.claim, [])] + [""]
     atomic_write(out / "report.md", lambda tmp: tmp.write_text("\n".join(md)))
     return out
 
 # %% ../nbs/04_claims.ipynb #ea59fe48
+def _cluster_params(args) -> dict:
+    "submitit parameters from --cluster-config (JSON or TOML) and the flags (flags win)."
+    params = {}
+    if args.cluster_config:
+        p = Path(args.cluster_config)
+        if not p.is_file(): raise ValueError(f"--cluster-config: no file {p}")
+        if p.suffix == ".toml":
+            try: import tomllib
+            except ModuleNotFoundError: raise ValueError("a TOML --cluster-config needs Python 3.11 or later; use JSON") from None
+            params = tomllib.loads(p.read_text())
+        else: params = json.loads(p.read_text())
+        if not isinstance(params, dict): raise ValueError(f"--cluster-config must hold a table of submitit parameters, got {type(params).__name__}")
+    flags = dict(slurm_partition=args.partition, timeout_min=args.time, cpus_per_task=args.cpus_per_job, gpus_per_node=args.gpus_per_job)
+    return {**params, **{k: v for k, v in flags.items() if v is not None}}
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="robustlearn", description="Reproduce the central claims of the papers robustlearn implements.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     r = sub.add_parser("reproduce", help="run the registered claims and print a table",
-                       description="Run the papers' claims (median over seeds) and print a table; "
-                                   "exit 0 if all hold, 1 if any fails, 2 on bad usage.")
+                       description="Run the papers' claims over seeds and print a table; results are cached under --out. "
+                                   "Exit 0 if all hold, 1 if any fails, 2 on bad usage.")
     r.add_argument("names", nargs="*", metavar="NAME", help="claims (chapter.claim) or chapters to run; default: all")
     r.add_argument("--full", action="store_true", help="the full preset (the paper's sizes; meant for a GPU)")
-    r.add_argument("--seeds", type=int, default=3, metavar="N", help="run seeds 0..N-1 and report medians (default 3)")
+    r.add_argument("--seeds", type=int, default=3, metavar="N", help="run seeds 0..N-1 (default 3)")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (CUDA if present)")
-    r.add_argument("--out", default="reproduce", metavar="DIR", help="where to write report.json, report.md and figures")
+    r.add_argument("--out", default="reproduce", metavar="DIR", help="where to write report.json, report.md, figures and the cache")
     r.add_argument("--list", action="store_true", help="list the registered claims and exit")
+    r.add_argument("--jobs", type=int, default=DEFAULT_JOBS, metavar="N",
+                   help=f"(chapter, seed) jobs at a time, each with cores/N torch threads (default {DEFAULT_JOBS})")
+    r.add_argument("--launcher", default="pool", choices=LAUNCHERS,
+                   help="pool: processes on this machine; local or slurm: through submitit (one job per chapter and seed)")
+    r.add_argument("--force", action="store_true", help="recompute results that the cache still holds")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = r.add_argument_group("cluster (--launcher slurm or local)")
+    g.add_argument("--partition", help="SLURM partition")
+    g.add_argument("--time", type=int, metavar="MIN", help="time limit per job, minutes (default 60)")
+    g.add_argument("--cpus-per-job", type=int, metavar="N")
+    g.add_argument("--gpus-per-job", type=int, metavar="N")
+    g.add_argument("--cluster-config", metavar="FILE", help="a JSON or TOML table of submitit parameters (e.g. slurm_account)")
     return p
 
+# %% ../nbs/04_claims.ipynb #51997dac
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `robustlearn` command; returns the exit code."
     p = _parser()
@@ -199,8 +450,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e: return int(e.code or 0)
     if args.command != "reproduce":
         p.print_help(); return 2
-    if args.seeds < 1:
-        print(f"robustlearn reproduce: error: --seeds must be at least 1, got {args.seeds}", file=sys.stderr); return 2
+    def usage(msg): print(f"robustlearn reproduce: error: {msg}", file=sys.stderr); return 2
+    if args.seeds < 1: return usage(f"--seeds must be at least 1, got {args.seeds}")
+    if args.jobs < 1: return usage(f"--jobs must be at least 1, got {args.jobs}")
     load_chapters()
     if not REGISTRY and not args.names:
         print("No claims are registered yet: no chapter that registers claims is installed. Nothing to reproduce.")
@@ -208,16 +460,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         claims = resolve(args.names)
         device = get_device(args.device)
-    except ValueError as e:
-        print(f"robustlearn reproduce: error: {e}", file=sys.stderr); return 2
+        cluster = _cluster_params(args)
+    except ValueError as e: return usage(e)
     if args.list:
         for c in claims: print(f"{c.name:40s} {c.statement}")
         return 0
-    df = run_claims([c.name for c in claims], quick=not args.full, seeds=range(args.seeds), device=device,
-                    out=args.out, log=lambda s: print(f"running {s}", file=sys.stderr, flush=True))
+    t0 = time.perf_counter()
+    try:
+        df = run_claims([c.name for c in claims], quick=not args.full, seeds=range(args.seeds), device=device, out=args.out,
+                        jobs=args.jobs, launcher=args.launcher, force=args.force, progress=not args.quiet, cluster=cluster,
+                        log=lambda s: tqdm.write(s, file=sys.stderr))
+    except RuntimeError as e:                  # e.g. --launcher slurm where there is no SLURM
+        print(f"robustlearn reproduce: error: {e}", file=sys.stderr); return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished runs are cached under {args.out}; run the same command again to go on", file=sys.stderr)
+        return 130
     with pd.option_context("display.max_colwidth", 90, "display.width", 200):
-        print(df[["chapter", "claim", "measured", "verdict", "seconds"]].to_string(index=False))
+        print(df[["chapter", "claim", "measured", "verdict", "seeds", "seconds"]].to_string(index=False))
     held = int((df.verdict == "holds").sum())
-    print(f"\n{held} of {len(df)} claims hold ({'quick' if not args.full else 'full'} preset, "
-          f"seeds 0..{args.seeds - 1}, {device}). Report: {Path(args.out) / 'report.md'}")
+    print(f"\n{held} of {len(df)} claims hold ({'quick' if not args.full else 'full'} preset, seeds 0..{args.seeds - 1}, {device}, "
+          f"{args.jobs} job(s) at a time; {int(df.cached.sum())} run(s) from the cache; {time.perf_counter() - t0:.0f} s). "
+          f"Report: {Path(args.out) / 'report.md'}")
     return 0 if held == len(df) else 1
