@@ -21,7 +21,7 @@ from .core import Batches, Config, fit, get_device, set_seed, show_progress
 from .data import GroupDataset, make_spurious_digits
 from .metrics import accuracy, group_accuracies
 from .nets import MLP
-from .claims import claim
+from .claims import JobError, claim, run_jobs
 
 # %% auto #0
 __all__ = ['METHODS', 'GROUP_METHODS', 'SELECTION_RULES', 'PAPER', 'check_method', 'balance_counts', 'subsample',
@@ -221,15 +221,29 @@ def train_method(method: str,                    # one of METHODS
     return Run(method, hp, seed, model, history, best)
 
 # %% ../nbs/10_balancing.ipynb #7f1c2775
+def _train_config(method, train, valid, hparams, seed, model_fn, device) -> Run:   # one job of a sweep
+    return train_method(method, train, valid, hparams=hparams, seed=seed, model_fn=model_fn, device=device, progress=False)
+
 def sweep(method: str, train: GroupDataset, valid: GroupDataset, n_hparams: int = 4, seeds=(0,), *,
-          epochs: int = 30, model_fn: Callable | None = None, device=None, progress: bool | None = None) -> list[Run]:
-    "Train configurations 0..n_hparams-1 of `method`'s random search, once per seed (one progress bar for all)."
+          epochs: int = 30, model_fn: Callable | None = None, device=None, progress: bool | None = None,
+          jobs: int = 1,              # configurations trained at a time (see `robustlearn.claims.run_jobs`)
+          launcher: str = "pool",     # "pool": here or local processes; "local"/"slurm": through submitit
+          folder=None,                # submitit's folder for job files and logs
+          cluster: dict | None = None,  # submitit parameters, e.g. dict(slurm_partition="gpu", gpus_per_node=1)
+         ) -> list[Run]:
+    "Train configurations 0..n_hparams-1 of `method`'s random search, once per seed, as jobs (here, in processes or on a cluster)."
     check_method(method)
     if not isinstance(n_hparams, int) or n_hparams < 1: raise ValueError(f"n_hparams must be a positive int, got {n_hparams!r}")
-    jobs = [(i, s) for i in range(n_hparams) for s in seeds]
-    bar = tqdm(jobs, desc=f"sweep {method}", disable=not show_progress(progress), leave=False)
-    return [train_method(method, train, valid, hparams=sample_hparams(method, i, epochs), seed=s,
-                         model_fn=model_fn, device=device, progress=False) for i, s in bar]
+    grid = [(i, s) for i in range(n_hparams) for s in seeds]
+    args = [(method, train, valid, sample_hparams(method, i, epochs), s, model_fn, device) for i, s in grid]
+    runs = [None] * len(args)
+    with tqdm(total=len(args), desc=f"sweep {method}", disable=not show_progress(progress), leave=False) as bar:
+        for k, r in run_jobs(_train_config, args, jobs=jobs, launcher=launcher, folder=folder, cluster=cluster):
+            if isinstance(r, JobError):
+                raise RuntimeError(f"sweep {method}: configuration {grid[k][0]} at seed {grid[k][1]} failed: {r.error}"
+                                   + (f" (log: {r.log})" if r.log else ""))
+            runs[k] = r; bar.update()
+    return runs
 
 def select(runs: list[Run], by: str = "worst_group") -> Run:
     "The run whose best epoch under rule `by` has the highest validation score."

@@ -20,8 +20,8 @@ from .core import atomic_write, get_device, set_seed, show_progress
 
 # %% auto #0
 __all__ = ['REDUCERS', 'REGISTRY', 'LAUNCHERS', 'DEFAULT_JOBS', 'COLUMNS', 'ClaimResult', 'Claim', 'claim', 'load_chapters',
-           'resolve', 'cores', 'JobError', 'run_jobs', 'code_fingerprint', 'cache_file', 'read_cache', 'cached_results',
-           'run_claim_seed', 'run_claims', 'write_report', 'main']
+           'resolve', 'cores', 'JobError', 'run_jobs', 'code_fingerprint', 'cache_file', 'read_cache',
+           'claim_fingerprint', 'cached_results', 'run_claim_seed', 'run_claims', 'write_report', 'main']
 
 # %% ../nbs/04_claims.ipynb #e64739fd
 @dataclass
@@ -225,12 +225,29 @@ def _submitit_jobs(fn, args, jobs, launcher, folder, threads, cluster):
                 yield i, JobError(lines[-1] if lines else f"{type(e).__name__}: {e}", str(e), str(j.paths.stderr))
 
 # %% ../nbs/04_claims.ipynb #ff8776bd
-def code_fingerprint() -> str:
-    "SHA-256 of the package's source files and the torch version: a cached result stays valid while both are unchanged."
+def _imports(path: Path) -> set[str]:   # the robustlearn modules a source file imports
+    import ast
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            mod = node.module if node.level == 0 else "robustlearn." + node.module
+            if mod.startswith("robustlearn."): names.add(mod.split(".")[1])
+    return names
+
+def code_fingerprint(module: str | None = None   # e.g. "robustlearn.flow": that module and what it imports; None: the package
+                    ) -> str:
+    "SHA-256 of the source the claim ran (a module and every robustlearn module it imports) and the torch version."
     import robustlearn
+    root = Path(robustlearn.__file__).parent
+    files = sorted(root.glob("*.py"))
+    if module is not None and module.startswith("robustlearn.") and (root / f"{module.split('.')[1]}.py").is_file():
+        todo, seen = [module.split(".")[1]], set()
+        while todo:
+            m = todo.pop()
+            if m not in seen and (root / f"{m}.py").is_file(): seen.add(m); todo += _imports(root / f"{m}.py")
+        files = sorted(root / f"{m}.py" for m in seen)
     h = hashlib.sha256(torch.__version__.encode())
-    for p in sorted(Path(robustlearn.__file__).parent.glob("*.py")):
-        h.update(p.name.encode()); h.update(p.read_bytes())
+    for p in files: h.update(p.name.encode()); h.update(p.read_bytes())
     return h.hexdigest()[:16]
 
 def cache_file(out: str | Path, name: str, seed: int, quick: bool, device) -> Path:
@@ -247,13 +264,17 @@ def read_cache(path: Path, fingerprint: str) -> dict | None:
 def _with_files(r: dict, cache_dir) -> dict:   # figure names -> paths of the cached PNGs
     return dict(r, figure_files={k: str(Path(cache_dir) / r["claim"] / f) for k, f in r.get("figures", {}).items()})
 
-def cached_results(claims, seeds, out, quick, device, fingerprint) -> dict:
+def claim_fingerprint(c: Claim) -> str:
+    "The fingerprint of the code claim `c` runs: its chapter's module and what that imports."
+    return code_fingerprint(getattr(c.fn, "__module__", None))
+
+def cached_results(claims, seeds, out, quick, device) -> dict:
     "The still-valid cached results under `out`: {(claim name, seed): result}."
     res = {}
     for c in claims:
         for s in seeds:
             p = cache_file(out, c.name, s, quick, device)
-            r = read_cache(p, fingerprint)
+            r = read_cache(p, claim_fingerprint(c))
             if r: res[(c.name, s)] = _with_files(dict(r, cached=True), p.parent.parent)
     return res
 
@@ -326,8 +347,7 @@ def run_claims(names=None,                 # claim or chapter names; None: every
     device, claims = get_device(device), resolve(names)
     byname = {c.name: c for c in claims}
     cache_dir = None if out is None else cache_file(out, "x", 0, quick, device).parent.parent
-    fingerprint = code_fingerprint() if out is not None else None
-    results = {} if (out is None or force) else cached_results(claims, seeds, out, quick, device, fingerprint)
+    results = {} if (out is None or force) else cached_results(claims, seeds, out, quick, device)
     groups = {}
     for c in claims:
         for s in seeds:
@@ -352,7 +372,7 @@ def run_claims(names=None,                 # claim or chapter names; None: every
             for r in res:
                 results[(r["claim"], r["seed"])] = _with_files(r, cache_dir)
                 if out is not None and "error" not in r:
-                    payload = dict(r, fingerprint=fingerprint, preset="quick" if quick else "full", device=device.type)
+                    payload = dict(r, fingerprint=claim_fingerprint(byname[r["claim"]]), preset="quick" if quick else "full", device=device.type)
                     atomic_write(cache_file(out, r["claim"], r["seed"], quick, device), lambda t, p=payload: t.write_text(json.dumps(p)))
                 rows[r["claim"]] = _row(byname[r["claim"]], seeds, results)
             report()                                   # rewritten after every job: an interruption loses nothing

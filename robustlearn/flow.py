@@ -375,7 +375,7 @@ def likelihood_errors(seed: int = 0, n: int = 64, n_probes: int = 8) -> dict:
 @claim("flow.likelihood_is_exact", paper=PAPER,
        statement="For the linear field carrying N(0, I) to a Gaussian, the computed log-likelihood matches the closed form "
                  "within 1e-3 nats per sample, with exact divergence and with Hutchinson's estimator (averaged over probes).",
-       check=lambda m: m["exact_err"] <= 1e-3 and m["hutchinson_err"] <= 1e-3,
+       check=lambda m: m["exact_err"] <= 1e-3 and m["hutchinson_err"] <= 1e-3, aggregate="max",   # the worst seed counts
        detail="max |error|: exact {exact_err:.1e}, Hutchinson {hutchinson_err:.1e} nats")
 def likelihood_is_exact(quick, seed, device):
     return likelihood_errors(seed)

@@ -393,7 +393,7 @@ N_NEW = 32   # tokens decoded after each 16-token prompt
 @claim("mtp.speculative_is_exact", paper="Gloeckle et al. 2024, Better & faster LLMs via multi-token prediction",
        statement="Self-speculative decoding returns exactly the greedy output on 100 prompts, for a trained and an untrained "
                  "4-head model and k = 2, 3, 4.",
-       check=lambda m: m["mismatches"] == 0,
+       check=lambda m: m["mismatches"] == 0, aggregate="max",   # exactness: one mismatching seed refutes it
        detail="{mismatches:.0f} mismatches in {cases:.0f} decodings")
 def speculative_is_exact(quick, seed, device):
     run = _induction(quick, seed, 4, str(device))

@@ -99,3 +99,17 @@ def test_claim_numbers_are_deterministic():
     a = B.compare_methods(B.BalancingExperiment.preset(epochs=2, n_hparams=1), seed=5, device="cpu", methods=("erm", "subg"))
     b = B.compare_methods(B.BalancingExperiment.preset(epochs=2, n_hparams=1), seed=5, device="cpu", methods=("erm", "subg"))
     assert a.equals(b)
+
+def test_sweep_in_worker_processes_matches_serial(digits):
+    "The sweep's jobs give the same runs whether trained here or in two worker processes (one thread each)."
+    tr, va, _ = digits
+    here = B.sweep("rwg", tr, va, n_hparams=2, seeds=(0, 1), epochs=2, device="cpu")
+    pool = B.sweep("rwg", tr, va, n_hparams=2, seeds=(0, 1), epochs=2, device="cpu", jobs=2)
+    assert [(r.hparams, r.seed) for r in here] == [(r.hparams, r.seed) for r in pool]
+    for a, b in zip(here, pool): assert torch.equal(_weights(a), _weights(b))
+
+def test_sweep_job_failure_names_the_configuration(digits):
+    tr, va, _ = digits
+    def broken_model(d): raise RuntimeError("no such architecture")
+    with pytest.raises(RuntimeError, match=r"sweep erm: configuration 0 at seed 0 failed: RuntimeError: no such architecture"):
+        B.sweep("erm", tr, va, n_hparams=1, epochs=1, device="cpu", model_fn=broken_model)

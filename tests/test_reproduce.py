@@ -56,7 +56,7 @@ def test_cache_reuses_and_force_recomputes(registry, tmp_path, monkeypatch):
     assert _numbers(again) == _numbers(first)
     assert run_claims(seeds=(0, 1), device="cpu", out=tmp_path, force=True).cached.sum() == 0
     assert run_claims(seeds=(0, 1, 2), device="cpu", out=tmp_path).cached.sum() == 6   # only seed 2 is new
-    monkeypatch.setattr(claims, "code_fingerprint", lambda: "edited code")
+    monkeypatch.setattr(claims, "code_fingerprint", lambda module=None: "edited code")
     assert run_claims(seeds=(0, 1), device="cpu", out=tmp_path).cached.sum() == 0      # other code: nothing reused
 
 def test_interrupted_run_keeps_what_finished(registry, tmp_path):
