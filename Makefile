@@ -15,7 +15,7 @@ NB_WORKERS ?= 1
 # folders whose files nbdev-export / nbdev-clean must leave untouched
 SYNCED := nbs tutorials robustlearn
 
-.PHONY: reproduce test sync-check lab docs bench bench-mtp clean
+.PHONY: reproduce test sync-check lab docs bench bench-mtp claim-times clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,10 @@ bench: $(VENV)/.dev-installed
 ## bench-mtp: multi-token prediction, naive vs sequential heads and greedy vs self-speculative decoding
 bench-mtp: $(VENV)/.dev-installed
 	$(BIN)/python benchmarks/mtp.py $(ARGS)
+
+## claim-times: every claim's time per seed (quick preset, one job), written into the README's table
+claim-times: $(VENV)/.core-installed
+	$(BIN)/python benchmarks/claim_times.py --readme README.md $(ARGS)
 
 clean:
 	rm -rf _site _docs reproduce dist build *.egg-info
