@@ -124,6 +124,12 @@ def starter(name: str) -> str:
     return f'def {fname}({params}):\n    """{doc}"""\n    raise NotImplementedError\n\ncheck("{name}", {fname})'
 
 # %% ../nbs/06_exercises.ipynb #821dbefe
+def _outcome(fn, args):      # the result, or the exception raised (inputs deep-copied: fn may modify them)
+    try: return fn(*copy.deepcopy(args))
+    except Exception as e: return e
+
+def _said(x) -> str: return f"{type(x).__name__}: {x}" if isinstance(x, Exception) else describe(x)
+
 def check(name: str,            # the exercise, "chapter.name"
           fn: Callable,          # your implementation
           verbose: bool = True,  # print the report
@@ -133,19 +139,20 @@ def check(name: str,            # the exercise, "chapter.name"
     if not callable(fn): raise TypeError(f"check needs your function, got {type(fn).__name__}")
     say = print if verbose else (lambda *a: None)
     cases = ex.cases(torch.Generator().manual_seed(0))
+    hint = f"\n  hint:     {ex.hint}" if ex.hint else ""
     for k, (label, args) in enumerate(cases, 1):
-        expected = ex.reference(*copy.deepcopy(args))
         head = f"✗ {name}: case {k} of {len(cases)} ({label}) does not match."
         inputs = ", ".join(f"{p}={describe(a)}" for p, a in zip(inspect.signature(ex.reference).parameters, args))
-        try: got = fn(*copy.deepcopy(args))
-        except Exception as e:
-            say(f"{head}\n  input:    {inputs}\n  expected: {describe(expected)}\n  raised:   {type(e).__name__}: {e}"
-                + (f"\n  hint:     {ex.hint}" if ex.hint else ""))
+        expected, got = _outcome(ex.reference, args), _outcome(fn, args)
+        if isinstance(expected, Exception) or isinstance(got, Exception):   # bad input must fail the same way
+            if type(expected) is type(got): continue
+            say(f"{head}\n  input:    {inputs}\n  expected: {_said(expected)}\n  {'raised' if isinstance(got, Exception) else 'got'}:"
+                f"{' ' * (4 if isinstance(got, Exception) else 6)}{_said(got)}{hint}")
             return False
         diff = ex.compare(expected, got, args) if ex.compare else difference(expected, got, ex.atol, ex.rtol)
         if diff:
             say(f"{head}\n  input:    {inputs}\n  expected: {describe(expected)}\n  got:      {describe(got)}\n"
-                f"  so:       {diff}" + (f"\n  hint:     {ex.hint}" if ex.hint else ""))
+                f"  so:       {diff}{hint}")
             return False
     say(f"✓ {name}: all {len(cases)} cases match the reference.")
     return True
