@@ -12,7 +12,7 @@ from torch import nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['GPT_PRESETS', 'MLP', 'SmallCNN', 'CausalSelfAttention', 'Block', 'TinyGPT', 'SetMLP']
+__all__ = ['GPT_PRESETS', 'MLP', 'SmallCNN', 'CausalSelfAttention', 'Block', 'TinyGPT', 'running_mean', 'SetMLP']
 
 # %% ../nbs/02_nets.ipynb #a54460f0
 def _check_pos(**kw):
@@ -145,6 +145,14 @@ class TinyGPT(nn.Module):
         return h if return_hidden else self.head(h)
 
 # %% ../nbs/02_nets.ipynb #7cbf57ce
+def running_mean(e: torch.Tensor  # (B, N, D) set elements in order
+                ) -> torch.Tensor:  # (B, N, D)
+    "The mean of the elements before position i, for every i (zeros at i = 0): a causal set summary."
+    if e.dim() != 3: raise ValueError(f"e must be (B, N, D), got shape {tuple(e.shape)}")
+    csum = torch.cat([torch.zeros_like(e[:, :1]), e.cumsum(1)[:, :-1]], 1)   # (B, N, D): sum of the elements before i
+    count = torch.arange(e.shape[1], device=e.device).clamp(min=1).view(1, -1, 1)
+    return csum / count
+
 class SetMLP(nn.Module):
     "DeepSets: per-element MLP, (running) mean, set MLP, and a head on [set embedding, query]."
     def __init__(self, d_elem: int, d_query: int, d_out: int,
@@ -160,10 +168,7 @@ class SetMLP(nn.Module):
 
     def set_mean(self, elems, running: bool = True):        # (B, N, d_elem) -> (B, N, d_set) or (B, 1, d_set)
         e = self.phi(elems.flatten(0, 1)).view(*elems.shape[:2], -1)     # (B, N, d_set)
-        if not running: return e.mean(1, keepdim=True)
-        csum = torch.cat([torch.zeros_like(e[:, :1]), e.cumsum(1)[:, :-1]], 1)  # (B, N, d_set): sum of elements before i
-        count = torch.arange(e.shape[1], device=e.device).clamp(min=1).view(1, -1, 1)
-        return csum / count
+        return running_mean(e) if running else e.mean(1, keepdim=True)
 
     def forward(self, elems: torch.Tensor,    # (B, N, d_elem) the set
                 queries: torch.Tensor,        # (B, M, d_query) queries; M = N when running
