@@ -15,7 +15,7 @@ NB_WORKERS ?= 1
 # folders whose files nbdev-export / nbdev-clean must leave untouched
 SYNCED := nbs tutorials robustlearn
 
-.PHONY: reproduce test sync-check lab docs bench bench-mtp claim-times clean
+.PHONY: reproduce test sync-check docs-check lab docs bench bench-mtp claim-times clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,11 +34,15 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 reproduce: $(VENV)/.core-installed
 	$(BIN)/robustlearn reproduce $(ARGS)
 
-## test: notebooks clean and in sync with the library, every notebook runs, then pytest
-test: $(VENV)/.dev-installed sync-check
+## test: notebooks clean and in sync with the library, the docs build, every notebook runs, then pytest
+test: $(VENV)/.dev-installed sync-check docs-check
 	$(BIN)/nbdev-test --n-workers $(NB_WORKERS) --timing
 	$(BIN)/nbdev-test tutorials --n-workers $(NB_WORKERS) --timing
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --ignore=tests/test_docs.py
+
+## docs-check: the website up to Quarto's rendering (nbdev-proc-nbs, every page, an API entry per exported function)
+docs-check: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest -q tests/test_docs.py
 
 sync-check: $(VENV)/.dev-installed
 	@before=$$(find $(SYNCED) -type f -not -path '*/.ipynb_checkpoints/*' -not -path '*/__pycache__/*' | sort | xargs sha1sum); \
@@ -56,12 +60,8 @@ lab: $(VENV)/.dev-installed
 
 ## docs: build the website with Quarto (a separate install: https://quarto.org/docs/get-started/)
 docs: $(VENV)/.dev-installed
-	@command -v quarto >/dev/null 2>&1 || { \
-	  echo "Quarto is not installed. It is a standalone program, not a pip package:"; \
-	  echo "  download it from https://quarto.org/docs/get-started/ , then run 'make docs' again."; exit 1; }
 	$(BIN)/nbdev-export
-	quarto render
-	@echo "the site is in _site/ (open _site/index.html)"
+	$(BIN)/python tools/docs_site.py --render
 
 ## bench: time robustlearn against the anchors' packages (flow-matching, torchcfm), in one process
 # torchcfm is installed without dependencies: its torchdyn needs torchvision, which would pull another torch build.
@@ -79,4 +79,4 @@ claim-times: $(VENV)/.core-installed
 	$(BIN)/python benchmarks/claim_times.py --readme README.md $(ARGS)
 
 clean:
-	rm -rf _site _docs reproduce dist build *.egg-info
+	rm -rf _site _docs _proc _docs_src reproduce dist build *.egg-info
