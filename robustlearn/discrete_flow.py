@@ -40,6 +40,12 @@ class MixturePath:
     def kappa(self, t): return t ** self.n
     def d_kappa(self, t): return self.n * t ** (self.n - 1)
 
+    def jump_probability(self, t: float, h: float) -> float:
+        "P(a token still at its source value at t takes its data value by t + h) = (kappa(t+h) - kappa(t)) / (1 - kappa(t))."
+        if not (0 <= t < 1 and 0 < h and t + h <= 1 + 1e-9): raise ValueError(f"need 0 <= t < t + h <= 1, got t={t}, h={h}")
+        k0, k1 = self.kappa(float(t)), self.kappa(min(float(t + h), 1.0))
+        return (k1 - k0) / (1 - k0)
+
     def sample_source(self, shape, generator=None, device=None) -> torch.Tensor:
         "(B, L) source tokens."
         if self.source == "mask": return torch.full(shape, self.V, dtype=torch.long, device=device)
