@@ -99,3 +99,14 @@ def test_claim_numbers_are_deterministic():
     a = B.compare_methods(B.BalancingExperiment.preset(epochs=2, n_hparams=1), seed=5, device="cpu", methods=("erm", "subg"))
     b = B.compare_methods(B.BalancingExperiment.preset(epochs=2, n_hparams=1), seed=5, device="cpu", methods=("erm", "subg"))
     assert a.equals(b)
+
+def test_gdro_weights_recover_after_underflow():
+    "A group that fell hundreds of nats behind (q below float32's range) regains its weight when its loss is the largest."
+    loss = B.GroupDROLoss(2, eta=1.0)
+    logits = lambda x: x                                           # the batch's inputs are its logits
+    y, g = torch.tensor([0, 0]), torch.tensor([0, 1])
+    easy, hard = [0., -60.], [-60., 0.]                            # cross-entropy about 0 and about 60
+    for _ in range(3): loss(logits, (torch.tensor([easy, hard]), y, g))   # group 0 falls 180 nats behind: q[0] = 0 in float32
+    assert loss.q[0] == 0
+    for _ in range(4): loss(logits, (torch.tensor([hard, easy]), y, g))   # then suffers for 240 nats
+    assert loss.q[0] > 0.99 and torch.isclose(loss.q.sum(), torch.tensor(1.))
