@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from tqdm import tqdm
 
-from .core import Batches, Config, fit, get_device, set_seed, show_progress
+from .core import Batches, Config, fit, get_device, model_device, set_seed, show_progress
 from .data import GroupDataset, make_spurious_digits
 from .metrics import accuracy, group_accuracies
 from .nets import MLP
@@ -96,9 +96,12 @@ def _check_hparams(method, hp):
 
 # %% ../nbs/10_balancing.ipynb #32781efa
 @torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 2048, device=None) -> torch.Tensor:
-    "(N, K) logits of `model` on `x`, in eval mode, by batches."
-    device = get_device(device) if device is not None else next(model.parameters()).device
+def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 2048,
+            device=None,                   # move the model there first (default: where it is)
+           ) -> torch.Tensor:
+    "(N, K) logits of `model` on `x` (any device), in eval mode, by batches; on the CPU."
+    if device is not None: model.to(get_device(device))
+    device = model_device(model)
     was = model.training; model.eval()
     out = torch.cat([model(x[i:i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
     model.train(was)
@@ -141,18 +144,21 @@ def default_model(data: GroupDataset) -> torch.nn.Module:
     return MLP(int(np.prod(data.x.shape[1:])), data.n_classes, hidden=(256, 256))
 
 class GroupDROLoss:
-    "The gDRO loss; `q` holds the current weight of every group."
+    "The gDRO loss; `q` holds the current weight of every group, kept as `log_q` so that none underflows to 0."
     def __init__(self, n_groups: int, eta: float):
-        self.q, self.eta = torch.full((n_groups,), 1.0 / n_groups), eta
+        self.log_q, self.eta = torch.full((n_groups,), -math.log(n_groups)), eta
+
+    @property
+    def q(self) -> torch.Tensor: return self.log_q.exp()
 
     def __call__(self, model, batch):
         x, y, g = batch
         losses = F.cross_entropy(model(x), y, reduction="none")              # (B,)
         present = g.unique()                                                # groups in this batch
         group_loss = torch.stack([losses[g == k].mean() for k in present])  # (groups in batch,)
-        q = self.q.to(losses.device)
-        q[present] = q[present] * torch.exp(self.eta * group_loss.detach())
-        self.q = q / q.sum()
+        log_q = self.log_q.to(losses.device)
+        log_q[present] += self.eta * group_loss.detach()                    # q_g <- q_g exp(eta L_g), in log space
+        self.log_q = log_q - log_q.logsumexp(0)                             # q <- q / sum(q)
         return (self.q[present] * group_loss).sum()
 
 def _ce(model, batch): return F.cross_entropy(model(batch[0]), batch[1])
@@ -212,7 +218,7 @@ def train_method(method: str,                    # one of METHODS
         fit(model, _ce, Batches(train, hp["batch_size"], seed=seed), steps=hp["T"] * max(1, len(train) // hp["batch_size"]),
             lr=hp["lr"], weight_decay=hp["weight_decay"], optimizer=hp["optimizer"], device=device, progress=progress,
             desc="jtt (1)")  # 1. ERM for T epochs
-        wrong = predict(model, train.x, device=device).argmax(1) != train.y
+        wrong = predict(model, train.x, device=device).argmax(1) != train.y.cpu()
         idx = torch.cat([torch.arange(len(train))] + [wrong.nonzero().flatten()] * (hp["up"] - 1))
         data = train.subset(idx)                                            # 2. repeat each error `up` times
         set_seed(seed + 1); model = model_fn(train)                         # 3. a fresh model on the result

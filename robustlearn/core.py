@@ -6,7 +6,7 @@ Docs: https://robustlearn.github.io/robustlearn/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #ee195669
 from __future__ import annotations
-import dataclasses, math, os, random, sys, tempfile
+import dataclasses, itertools, math, os, random, sys, tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -16,8 +16,8 @@ import torch
 from tqdm import tqdm
 
 # %% auto #0
-__all__ = ['set_seed', 'get_device', 'in_test', 'index_data', 'data_len', 'Batches', 'Config', 'atomic_write', 'rng_state',
-           'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'to_device', 'History', 'make_optimizer',
+__all__ = ['set_seed', 'get_device', 'model_device', 'in_test', 'index_data', 'data_len', 'Batches', 'Config', 'atomic_write',
+           'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'to_device', 'History', 'make_optimizer',
            'show_progress', 'fit']
 
 # %% ../nbs/00_core.ipynb #37924f00
@@ -36,7 +36,9 @@ def set_seed(seed: int  # a non-negative integer
 def get_device(device: str | torch.device | None = "auto"  # "auto", "cpu", "cuda", "cuda:N", "mps" or a torch.device
               ) -> torch.device:
     "Resolve `device` to a `torch.device`; `auto` (or None) picks CUDA when available, else the CPU."
-    if isinstance(device, torch.device): device = str(device)
+    if isinstance(device, torch.device):
+        if device.type not in ("cpu", "cuda", "mps"): return device   # another kind (meta, xpu, ...): taken as given
+        device = str(device)
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not isinstance(device, str):
@@ -51,6 +53,13 @@ def get_device(device: str | torch.device | None = "auto"  # "auto", "cpu", "cud
             raise ValueError("device 'mps' was asked for but MPS is not available here; use 'cpu' or 'auto'")
         return torch.device("mps")
     raise ValueError(f"unknown device {device!r}: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+
+def model_device(model: torch.nn.Module  # a module with parameters or buffers (or none: then the CPU)
+                ) -> torch.device:
+    "The device of `model`'s first parameter (or buffer): where its inputs must go."
+    if not isinstance(model, torch.nn.Module): raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    for t in itertools.chain(model.parameters(), model.buffers()): return t.device
+    return torch.device("cpu")
 
 def in_test() -> bool:
     "True while notebooks run under `nbdev-test` (which sets `IN_TEST=1`)."
@@ -76,14 +85,14 @@ class Batches:
     def __init__(self, data,                # indexable data set (see `index_data`)
                  batch_size: int,           # examples per batch (the whole set if larger)
                  seed: int = 0,             # seeds the order of every epoch
-                 weights: torch.Tensor | None = None,  # (N,) non-negative sampling weights: draw with replacement
+                 weights: torch.Tensor | None = None,  # (N,) non-negative sampling weights (any device): draw with replacement
                 ):
         self.data, self.n = data, data_len(data)
         if self.n == 0: raise ValueError("cannot draw batches from an empty data set")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         if weights is not None:
-            weights = torch.as_tensor(weights, dtype=torch.float64)
+            weights = torch.as_tensor(weights, dtype=torch.float64, device="cpu")   # drawn with a CPU generator
             if weights.shape != (self.n,):
                 raise ValueError(f"weights must have shape ({self.n},), got {tuple(weights.shape)}")
             if (weights < 0).any() or not torch.isfinite(weights).all() or weights.sum() <= 0:
@@ -161,12 +170,12 @@ def rng_state() -> dict:
     return st
 
 def set_rng_state(st: dict):
-    "Restore the generators' states saved by `rng_state`."
+    "Restore the generators' states saved by `rng_state` (their tensors may lie on any device)."
     random.setstate(st["python"])
     n = st["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st["cuda"])
+    np.random.set_state(("MT19937", n["keys"].cpu().numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(st["torch"].cpu())              # generator states are CPU byte tensors, even CUDA's
+    if "cuda" in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all([s.cpu() for s in st["cuda"]])
 
 def save_checkpoint(path: str | Path,               # where to write (atomically)
                     model: torch.nn.Module,
@@ -269,8 +278,8 @@ def fit(model: torch.nn.Module,
     opt = optimizer(model.parameters()) if callable(optimizer) else make_optimizer(model.parameters(), optimizer, lr, weight_decay)
     for grp in opt.param_groups: grp.setdefault("initial_lr", grp["lr"])
     hist, start = History(), 0
-    if resume and Path(checkpoint).is_file():
-        ck = load_checkpoint(checkpoint, model, opt, map_location=device)
+    if resume and Path(checkpoint).is_file():   # read onto the CPU: load_state_dict copies to the parameters' device
+        ck = load_checkpoint(checkpoint, model, opt)
         start, hist = ck["step"], History(**ck["extra"]["history"])
 
     def evaluate(step):

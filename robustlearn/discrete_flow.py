@@ -15,7 +15,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .core import Config, fit, get_device, set_seed
+from .core import Config, fit, get_device, model_device, set_seed
 from .data import sample_2d
 from .flow import check_t
 from .claims import claim
@@ -96,11 +96,14 @@ def train_discrete_flow(model: nn.Module, data, path: MixturePath, *, steps: int
 # %% ../nbs/21_discrete_flow.ipynb #ae27a3be
 @torch.no_grad()
 def sample_discrete(model: nn.Module, path: MixturePath, n: int, steps: int = 100,
-                    generator: torch.Generator | None = None, device=None, return_trajectory: bool = False):
-    "(n, L) samples by Euler jumps from t=0 to t=1 (and the states along the way if asked)."
+                    generator: torch.Generator | None = None,   # a CPU generator (None: torch's global one)
+                    device=None,                                # move the model there first (default: where it is)
+                    return_trajectory: bool = False):
+    "(n, L) samples by Euler jumps from t=0 to t=1, on the model's device (and the states along the way, on the CPU)."
     if not isinstance(steps, int) or steps < 1: raise ValueError(f"steps must be a positive int, got {steps!r}")
     if not isinstance(n, int) or n < 1: raise ValueError(f"n must be a positive int, got {n!r}")
-    device = get_device(device) if device is not None else next(model.parameters()).device
+    if device is not None: model.to(get_device(device))
+    device = model_device(model)
     model.eval()
     x = path.sample_source((n, model.L), generator=generator, device=device)
     traj = [x.cpu()]
@@ -137,7 +140,7 @@ def total_variation(tokens: torch.Tensor, target: torch.Tensor) -> float:
     if len(tokens) == 0: raise ValueError("tokens is empty")
     if tokens.min() < 0 or tokens.max() >= G: raise ValueError(f"tokens must be in [0, {G}), got [{tokens.min().item()}, {tokens.max().item()}]")
     emp = torch.bincount(tokens[:, 0] * G + tokens[:, 1], minlength=G * G).double() / len(tokens)
-    return 0.5 * (emp - target.flatten()).abs().sum().item()
+    return 0.5 * (emp - target.flatten().to(emp.device)).abs().sum().item()
 
 def digits_tokens(levels: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     "scikit-learn's digits as (1797, 64) tokens of `levels` intensity levels, and their labels."

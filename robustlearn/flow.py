@@ -15,7 +15,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .core import Config, fit, get_device, set_seed
+from .core import Config, fit, get_device, model_device, set_seed
 from .data import log_prob_2d, sample_2d
 from .metrics import energy_distance
 from .claims import claim
@@ -279,7 +279,9 @@ def sample(model: nn.Module, x0: torch.Tensor,          # (B, D) source samples
            c: torch.Tensor | None = None,                # (B,) labels for a conditional model
            guidance: float = 0.0,                        # classifier-free guidance scale w
            steps: int = 100, method: str = "euler", return_trajectory: bool = False, **kw) -> torch.Tensor:
-    "Push source samples through the learned flow from t=0 to t=1: (B, D), or (steps+1, B, D) with the trajectory."
+    "Push source samples through the learned flow from t=0 to t=1: (B, D), or (steps+1, B, D) with the trajectory, on the model's device."
+    dev = model_device(model)
+    x0, c = x0.to(dev), None if c is None else c.to(dev)
     model.eval()
     return solve_ode(velocity_fn(model, c, guidance), x0, 0.0, 1.0, steps, method, return_trajectory, **kw)
 
@@ -305,7 +307,9 @@ def log_likelihood(model: nn.Module, x1: torch.Tensor,   # (B, D) data points
                    grad: bool = False,                  # keep the graph (train by likelihood)
                    source_log_prob: Callable = standard_normal_log_prob,
                    generator: torch.Generator | None = None, **kw) -> torch.Tensor:
-    "(B,) log p_1(x1) under the flow, integrating velocity and divergence from t=1 back to t=0."
+    "(B,) log p_1(x1) under the flow (on the model's device), integrating velocity and divergence from t=1 back to t=0."
+    dev = model_device(model)
+    x1, c = x1.to(dev), None if c is None else c.to(dev)
     if divergence not in ("exact", "hutchinson"): raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {divergence!r}")
     if x1.dim() != 2: raise ValueError(f"x1 must be (B, D), got {tuple(x1.shape)}")
     if not isinstance(n_probes, int) or n_probes < 1: raise ValueError(f"n_probes must be a positive int, got {n_probes!r}")
@@ -405,7 +409,7 @@ def wasserstein2(x: torch.Tensor, y: torch.Tensor) -> float:
     "Exact W2 between two equal-size point clouds (uniform weights): an optimal assignment, then the RMS distance."
     from scipy.optimize import linear_sum_assignment
     if x.shape != y.shape or x.dim() != 2: raise ValueError(f"x and y must be (N, D) of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
-    cost = (torch.cdist(x.double(), y.double()) ** 2).numpy()
+    cost = (torch.cdist(x.double().cpu(), y.double().cpu()) ** 2).numpy()
     r, c = linear_sum_assignment(cost)
     return float(np.sqrt(cost[r, c].mean()))
 

@@ -15,14 +15,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .core import Config, History, fit, get_device, set_seed
+from .core import Config, History, fit, get_device, model_device, set_seed
 from .nets import SetMLP, TinyGPT
 from .claims import claim
 
 # %% auto #0
-__all__ = ['SHIFTS', 'QUERY_SHIFTS', 'BASELINES', 'sample_prompts', 'ICLTransformer', 'ICLSetMLP', 'Curriculum', 'train_icl',
-           'baseline_predict', 'error_curve', 'ICLExperiment', 'icl_models', 'transformer_tracks_ols', 'setmlp_lags',
-           'shift_resilience']
+__all__ = ['SHIFTS', 'QUERY_SHIFTS', 'STEPS_PER_SEED', 'BASELINES', 'sample_prompts', 'prompt_generator', 'ICLTransformer',
+           'ICLSetMLP', 'Curriculum', 'train_icl', 'baseline_predict', 'error_curve', 'ICLExperiment', 'icl_models',
+           'transformer_tracks_ols', 'setmlp_lags', 'shift_resilience']
 
 # %% ../nbs/31_icl.ipynb #1ceed5b0
 SHIFTS = ("none", "skewed", "subspace", "noise", "x_scale", "w_scale", "orthant", "orthogonal", "repeat", "longer")
@@ -38,13 +38,14 @@ def sample_prompts(n: int, n_points: int, d: int, *,
                    scale: float = 2.0,         # factor of the x_scale / w_scale shifts
                    sparsity: int = 2,
                    d_active: int | None = None,  # curriculum: only the first d_active coordinates are nonzero
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   generator: torch.Generator | None = None,  # None: torch's global generator (see `set_seed`)
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "n prompts of n_points (x, y) pairs: xs (n, N, d), ys (n, N), and the weights w (n, d)."
     for k, v in (("n", n), ("n_points", n_points), ("d", d)):
         if not isinstance(v, int) or v < 1: raise ValueError(f"{k} must be a positive int, got {v!r}")
     if task not in ("linear", "sparse"): raise ValueError(f"task must be 'linear' or 'sparse', got {task!r}")
     _check_shift(shift)
-    g = generator or torch.Generator().manual_seed(0)
+    g = generator
     da = d if d_active is None else d_active
     if not 1 <= da <= d: raise ValueError(f"d_active must be in [1, {d}], got {d_active!r}")
     xs = torch.randn(n, n_points, d, generator=g)
@@ -71,6 +72,20 @@ def sample_prompts(n: int, n_points: int, d: int, *,
     std = 1.0 if shift == "noise" else noise_std
     if std: ys = ys + std * torch.randn(ys.shape, generator=g)
     return xs, ys, w
+
+STEPS_PER_SEED = 1_000_003   # training batches of one seed, each with its own generator seed
+_TEST_STREAM = 2 ** 62       # test prompts: generator seeds from here on, above every training batch's
+
+def prompt_generator(seed: int,               # the run's seed, in [0, 2**32)
+                     step: int | None = None  # a training step in [0, STEPS_PER_SEED), or None: the test prompts
+                    ) -> torch.Generator:
+    "The generator of training batch `step` of run `seed`, or of its test prompts: the two streams never meet."
+    is_int = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+    if not (is_int(seed) and 0 <= seed < 2**32): raise ValueError(f"seed must be an int in [0, 2**32), got {seed!r}")
+    if step is None: return torch.Generator().manual_seed(_TEST_STREAM + int(seed))
+    if not (is_int(step) and 0 <= step < STEPS_PER_SEED):
+        raise ValueError(f"step must be an int in [0, {STEPS_PER_SEED}), got {step!r}")
+    return torch.Generator().manual_seed(int(seed) * STEPS_PER_SEED + int(step))
 
 # %% ../nbs/31_icl.ipynb #3c6e1b4a
 def _check_prompt(xs, ys, d, max_points=None):
@@ -128,10 +143,11 @@ def train_icl(model: nn.Module, *, d: int, n_points: int, steps: int = 2000, bat
     if model.d != d: raise ValueError(f"the model was built for d={model.d}, not d={d}")
     if model.max_points is not None and n_points > model.max_points:
         raise ValueError(f"n_points={n_points} exceeds the model's context of {model.max_points} points")
+    if steps > STEPS_PER_SEED: raise ValueError(f"steps must be at most {STEPS_PER_SEED} (each step has its own prompts), got {steps}")
     cur = curriculum or Curriculum(d, n_points)
     def batch_at(step):
         da, n = cur.at(step)
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        g = prompt_generator(seed, step)
         xs, ys, _ = sample_prompts(batch_size, n, d, task=task, noise_std=noise_std, d_active=da, generator=g)
         return xs, ys, torch.tensor(da)
     def loss_fn(m, batch):
@@ -185,22 +201,29 @@ def _query_shifted(xs, ys, w, k, shift, g):
 
 def _predict(predictor, xs, ys):
     if isinstance(predictor, str): return baseline_predict(predictor, xs, ys)
-    dev = next(predictor.parameters()).device
+    dev = model_device(predictor)
     predictor.eval()
     with torch.no_grad(): return predictor(xs.to(dev), ys.to(dev)).cpu()
+
+def _predict_at(predictor, xs, ys, k):
+    "(B,) predictions at position k: a baseline is fitted once per prompt, to its k points before position k."
+    if not isinstance(predictor, str): return _predict(predictor, xs, ys)[:, k]
+    if predictor not in BASELINES: raise ValueError(f"unknown baseline {predictor!r}: expected one of {list(BASELINES)}")
+    X, Y = xs.double().numpy(), ys.double().numpy()
+    return torch.tensor([_fit_predict(predictor, X[b, :k], Y[b, :k], X[b, k]) for b in range(len(X))]).float()
 
 def error_curve(predictor, d: int, n_points: int, *, shift: str = "none", n_prompts: int = 500, task: str = "linear",
                 seed: int = 0, n_boot: int = 1000, **prompt_kw) -> pd.DataFrame:
     "Mean NSE per number of in-context examples k, with a 95% bootstrap interval: columns k, nse, lo, hi."
     _check_shift(shift)
-    g = torch.Generator().manual_seed(10_000 + seed)
+    g = prompt_generator(seed)
     xs, ys, w = sample_prompts(n_prompts, n_points, d, task=task, shift=shift,
                                generator=g, **prompt_kw)
     if shift in QUERY_SHIFTS:
         err = torch.empty(n_prompts, n_points)
         for k in range(n_points):
             xk, yk = _query_shifted(xs, ys, w, k, shift, g)
-            err[:, k] = (_predict(predictor, xk, yk)[:, k] - yk[:, k]) ** 2 / d
+            err[:, k] = (_predict_at(predictor, xk, yk, k) - yk[:, k]) ** 2 / d
     else:
         err = (_predict(predictor, xs, ys) - ys) ** 2 / d                     # (B, N)
     rng = np.random.default_rng(seed)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .core import Config, History, fit, get_device, set_seed
+from .core import Config, History, fit, get_device, model_device, set_seed
 from .nets import MLP, TinyGPT
 from .claims import claim
 
@@ -84,17 +84,18 @@ def env_batches(envs, length: int, batch_size: int, seed: int = 0):
     "step -> (xs (B, length, d), ys (B, length)): sequences of examples from one environment each."
     _check_int("length", length); _check_int("batch_size", batch_size)
     if not envs: raise ValueError("envs is empty")
-    short = min(len(y) for _, y in envs)
-    if length > short: raise ValueError(f"length {length} exceeds the smallest environment ({short} examples)")
+    sizes = torch.tensor([len(y) for _, y in envs])                             # (E,)
+    if length > sizes.min(): raise ValueError(f"length {length} exceeds the smallest environment ({sizes.min().item()} examples)")
+    n, (x0, y0) = int(sizes.max()), envs[0]
+    X, Y = x0.new_zeros(len(envs), n, x0.shape[1]), y0.new_zeros(len(envs), n)  # (E, n, d), (E, n): padded to the largest
+    for e, (x, y) in enumerate(envs): X[e, :len(y)], Y[e, :len(y)] = x, y
     def batch_at(step):
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        pick = torch.randint(0, len(envs), (batch_size,), generator=g)
-        xs, ys = [], []
-        for e in pick.tolist():
-            x, y = envs[e]
-            idx = torch.randperm(len(y), generator=g)[:length]
-            xs.append(x[idx]); ys.append(y[idx])
-        return torch.stack(xs), torch.stack(ys)
+        pick = torch.randint(0, len(envs), (batch_size,), generator=g)          # (B,): one environment per sequence
+        keys = torch.rand(batch_size, n, generator=g)                           # (B, n): a random order of its examples,
+        keys[torch.arange(n) >= sizes[pick, None]] = 2.0                        # its padding last
+        idx = keys.topk(length, dim=1, largest=False).indices                   # (B, length): the first `length`, distinct
+        return X[pick[:, None], idx], Y[pick[:, None], idx]
     return batch_at
 
 def train_icrm(model: ICRMNet, envs, *, length: int | None = None, steps: int = 2000, batch_size: int = 32,
@@ -123,7 +124,7 @@ def context_curve(model: ICRMNet, envs, contexts=CONTEXTS) -> pd.DataFrame:
         raise ValueError(f"context size {max(contexts)} exceeds the trained context ({model.max_context})")
     cache_n = max(contexts)
     model.eval()
-    dev = next(model.parameters()).device
+    dev = model_device(model)
     rows = []
     for c in contexts:
         right = total = 0

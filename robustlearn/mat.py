@@ -56,15 +56,15 @@ def linear_model(data: GroupDataset) -> torch.nn.Module:
 def mat_shift(heldout_logits: torch.Tensor,  # (N, K) held-out logits of the training examples
               y: torch.Tensor,               # (N,) training labels
               tau: float = 1.0               # temperature > 0
-             ) -> torch.Tensor:               # (N, K)
+             ) -> torch.Tensor:               # (N, K), on the logits' device
     "MAT's fixed logit shift log(p(yhat|x) @ p(y|yhat) + 1e-6)."
     if not (isinstance(tau, (int, float)) and tau > 0): raise ValueError(f"tau must be a positive number, got {tau!r}")
     if heldout_logits.dim() != 2 or y.dim() != 1 or len(heldout_logits) != len(y):
         raise ValueError(f"heldout_logits must be (N, K) and y (N,), got {tuple(heldout_logits.shape)} and {tuple(y.shape)}")
-    K = heldout_logits.shape[1]
+    K, y = heldout_logits.shape[1], y.to(heldout_logits.device)
     if y.min() < 0 or y.max() >= K: raise ValueError(f"labels must be in [0, {K}) to match the logits")
     p_hat = (heldout_logits.double() / tau).softmax(1)                               # (N, K): p(yhat | x)
-    joint = torch.zeros(K, K, dtype=torch.float64).index_add_(0, y, p_hat).T          # (K yhat, K y): sum_{j: y_j=y} p(yhat|x_j)
+    joint = p_hat.new_zeros(K, K).index_add_(0, y, p_hat).T                          # (K yhat, K y): sum_{j: y_j=y} p(yhat|x_j)
     p_y_given_hat = joint / joint.sum(1, keepdim=True).clamp(min=1e-12)              # (K yhat, K y)
     return torch.log(p_hat @ p_y_given_hat + 1e-6).float()                          # (N, K)
 

@@ -28,14 +28,14 @@ def _labels(y, name="y"):
     return y.long()
 
 def predicted_labels(pred) -> torch.Tensor:
-    "(N,) labels from (N,) labels or (N, K) scores."
+    "(N,) labels from (N,) labels, (N, K) scores, or (N, 1) single logits (class 1 where positive)."
     pred = _tensor(pred, "pred")
-    if pred.dim() == 2: return pred.argmax(1)
+    if pred.dim() == 2: return (pred[:, 0] > 0).long() if pred.shape[1] == 1 else pred.argmax(1)
     if pred.dim() == 1: return _labels(pred, "pred")
     raise ValueError(f"pred must be (N,) labels or (N, K) scores, got shape {tuple(pred.shape)}")
 
 def _pair(pred, y):
-    y = _labels(y); p = predicted_labels(pred)
+    p = predicted_labels(pred); y = _labels(y).to(p.device)     # the labels go where the predictions are
     if len(p) != len(y): raise ValueError(f"pred and y have different lengths: {len(p)} and {len(y)}")
     return p, y
 
@@ -45,15 +45,15 @@ def accuracy(pred, y) -> float:
     return (p == y).double().mean().item()
 
 def group_accuracies(pred, y, g, n_groups: int | None = None) -> torch.Tensor:
-    "(G,) accuracy within each group; NaN for a group with no example."
-    p, y = _pair(pred, y); g = _labels(g, "g")
+    "(G,) accuracy within each group, on the CPU; NaN for a group with no example."
+    p, y = _pair(pred, y); g = _labels(g, "g").to(p.device)
     if len(g) != len(y): raise ValueError(f"g and y have different lengths: {len(g)} and {len(y)}")
     if (g < 0).any(): raise ValueError("group labels must be non-negative (are the groups unknown? -1 marks that)")
     G = n_groups if n_groups is not None else int(g.max()) + 1
     if g.max() >= G: raise ValueError(f"group labels must be in [0, {G}), got max {g.max().item()}")
-    correct = torch.zeros(G, dtype=torch.float64).index_add_(0, g, (p == y).double())
+    correct = torch.zeros(G, dtype=torch.float64, device=p.device).index_add_(0, g, (p == y).double())
     count = torch.bincount(g, minlength=G).double()
-    return torch.where(count > 0, correct / count.clamp(min=1), torch.tensor(math.nan, dtype=torch.float64))
+    return torch.where(count > 0, correct / count.clamp(min=1), math.nan).cpu()
 
 def worst_group_accuracy(pred, y, g, n_groups: int | None = None) -> float:
     "The lowest accuracy over the groups that have examples."
@@ -65,37 +65,39 @@ def _probs(probs):
     p = _tensor(probs, "probs").double()
     if p.dim() != 2: raise ValueError(f"probs must be (N, K), got shape {tuple(p.shape)}")
     if (p < 0).any() or (p > 1).any(): raise ValueError("probs must lie in [0, 1]")
-    if not torch.allclose(p.sum(1), torch.ones(len(p), dtype=p.dtype), atol=1e-4):
+    if not torch.allclose(p.sum(1), p.new_ones(len(p)), atol=1e-4):
         raise ValueError("each row of probs must sum to 1 (pass softmax(logits), not logits)")
     return p
 
 def expected_calibration_error(probs, y, n_bins: int = 15) -> float:
     "ECE of (N, K) predicted probabilities against labels `y`, with `n_bins` equal-width bins."
     if not isinstance(n_bins, int) or n_bins < 1: raise ValueError(f"n_bins must be a positive int, got {n_bins!r}")
-    p = _probs(probs); y = _labels(y)
+    p = _probs(probs); y = _labels(y).to(p.device)
     if len(p) != len(y): raise ValueError(f"probs and y have different lengths: {len(p)} and {len(y)}")
     conf, pred = p.max(1)
     b = (conf * n_bins).ceil().long().clamp(1, n_bins) - 1        # bin of each example, (N,)
     count = torch.bincount(b, minlength=n_bins).double()
-    sum_conf = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, b, conf)
-    sum_acc = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, b, (pred == y).double())
+    sum_conf = torch.zeros(n_bins, dtype=torch.float64, device=p.device).index_add_(0, b, conf)
+    sum_acc = torch.zeros(n_bins, dtype=torch.float64, device=p.device).index_add_(0, b, (pred == y).double())
     return ((sum_acc - sum_conf).abs().sum() / len(y)).item()
 
 def nll(scores, y, from_logits: bool = True) -> float:
     "Mean negative log-likelihood of labels `y` under (N, K) logits (or probabilities)."
     y = _labels(y)
     s = _tensor(scores, "scores").double()
+    y = y.to(s.device)
     if s.dim() != 2: raise ValueError(f"scores must be (N, K), got shape {tuple(s.shape)}")
     if len(s) != len(y): raise ValueError(f"scores and y have different lengths: {len(s)} and {len(y)}")
     if y.max() >= s.shape[1]: raise ValueError(f"labels must be in [0, {s.shape[1]}), got max {y.max().item()}")
     logp = F.log_softmax(s, 1) if from_logits else _probs(s).log()
-    return -logp[torch.arange(len(y)), y].mean().item()
+    return -logp.gather(1, y[:, None]).mean().item()
 
 # %% ../nbs/03_metrics.ipynb #e61d4734
 def normalized_squared_error(pred, target, d: int,  # the input dimension to normalise by
-                             reduction: str = "mean"):  # "mean" (a float) or "none" (a tensor shaped like pred)
+                             reduction: str = "mean"):  # "mean" (a float) or "none" (a tensor shaped like pred, on its device)
     "Squared error divided by the dimension `d`."
-    pred, target = _tensor(pred, "pred").double(), _tensor(target, "target").double()
+    pred = _tensor(pred, "pred").double()
+    target = _tensor(target, "target").double().to(pred.device)
     if pred.shape != target.shape: raise ValueError(f"pred and target shapes differ: {tuple(pred.shape)} and {tuple(target.shape)}")
     if not isinstance(d, int) or d < 1: raise ValueError(f"d must be a positive int, got {d!r}")
     if reduction not in ("mean", "none"): raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
@@ -106,7 +108,8 @@ def normalized_squared_error(pred, target, d: int,  # the input dimension to nor
 def energy_distance(x, y, max_points: int | None = 4000,   # subsample larger sets (first points) to bound memory
                    ) -> float:
     "The energy distance between samples x (N, D) and y (M, D)."
-    x, y = _tensor(x, "x").double(), _tensor(y, "y").double()
+    x = _tensor(x, "x").double()
+    y = _tensor(y, "y").double().to(x.device)
     if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must be (N, D) and (M, D) with the same D, got {tuple(x.shape)} and {tuple(y.shape)}")
     if len(x) < 2 or len(y) < 2: raise ValueError("energy_distance needs at least two points in each sample")

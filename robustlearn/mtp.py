@@ -6,8 +6,9 @@ Docs: https://robustlearn.github.io/robustlearn/mtp.html.md"""
 
 # %% ../nbs/30_mtp.ipynb #af8ed764
 from __future__ import annotations
-import functools, json, os, resource, subprocess, sys, time
+import functools, json, os, subprocess, sys, time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .core import Config, History, fit, get_device, set_seed
+from .core import Config, History, fit, get_device, model_device, set_seed
 from .nets import Block, TinyGPT
 from .claims import claim
 
@@ -90,7 +91,7 @@ def mtp_backward(model: MultiTokenGPT, tokens: torch.Tensor, targets: torch.Tens
         loss.backward()                    # into the head, the shared norm/unembedding, and zd.grad
         total += loss.item()               # the head's logits are freed here
     z.backward(zd.grad)
-    return torch.tensor(total, dtype=z.dtype)
+    return torch.tensor(total, dtype=z.dtype, device=z.device)
 
 # %% ../nbs/30_mtp.ipynb #a4f0c6d1
 def train_mtp(model: MultiTokenGPT, data, *,
@@ -122,9 +123,10 @@ def _check_prompt(model, prompt, n_new):
 
 @torch.no_grad()
 def greedy_decode(model: MultiTokenGPT, prompt: torch.Tensor, n_new: int) -> tuple[torch.Tensor, int]:
-    "Plain greedy next-token decoding: (prompt + n_new tokens, number of forward passes)."
+    "Plain greedy next-token decoding: (prompt + n_new tokens on the model's device, number of forward passes)."
     _check_prompt(model, prompt, n_new)
-    seq = prompt.clone() if prompt.dim() == 2 else prompt[None].clone()          # (B, L)
+    seq = prompt.to(model_device(model)).clone()
+    if prompt.dim() == 1: seq = seq[None]                                       # (B, L)
     for _ in range(n_new):
         nxt = model(seq, heads=[0])[0, :, -1].argmax(-1, keepdim=True)         # (B, 1)
         seq = torch.cat([seq, nxt], 1)
@@ -132,13 +134,13 @@ def greedy_decode(model: MultiTokenGPT, prompt: torch.Tensor, n_new: int) -> tup
 
 @torch.no_grad()
 def speculative_decode(model: MultiTokenGPT, prompt: torch.Tensor, n_new: int, k: int | None = None) -> tuple[torch.Tensor, dict]:
-    "Self-speculative greedy decoding of a 1-d prompt with heads 1..k; returns (tokens, stats)."
+    "Self-speculative greedy decoding of a 1-d prompt with heads 1..k; returns (tokens on the model's device, stats)."
     k = model.n_heads if k is None else k
     _check_int("k", k)
     if k > model.n_heads: raise ValueError(f"k ({k}) cannot exceed the model's number of heads ({model.n_heads})")
     if prompt.dim() != 1: raise ValueError("speculative_decode takes one prompt (a 1-d tensor)")
     _check_prompt(model, prompt, n_new)
-    seq = prompt.clone()
+    seq = prompt.to(model_device(model)).clone()
     if n_new == 0: return seq, dict(forwards=0, accepted=[])
     logits = model(seq[None], heads=range(k))[:, 0, -1]               # (k, V): heads at the last position
     proposals, forwards, accepted = logits.argmax(-1), 1, []
@@ -214,7 +216,7 @@ def induction_accuracy(model: MultiTokenGPT, tokens: torch.Tensor, mask: torch.T
                        batch_size: int = 256) -> float:
     "Accuracy of head `head` (0: next token) at the masked positions (the token `head + 1` steps after the prediction)."
     model.eval()
-    dev = next(model.parameters()).device
+    dev = model_device(model)
     right = total = 0
     for s in range(0, len(tokens), batch_size):
         tok, msk = tokens[s:s + batch_size].to(dev), mask[s:s + batch_size].to(dev)
@@ -286,7 +288,7 @@ def poly_dataset(n: int, ops=(1, 5), seed: int = 0, length: int | None = None) -
 def exact_match(model: MultiTokenGPT, tokens: torch.Tensor, targets: torch.Tensor, batch_size: int = 512) -> float:
     "Share of sequences whose answer tokens are all the next-token head's argmax (= greedy decoding's exact match)."
     model.eval()
-    dev, hits = next(model.parameters()).device, []
+    dev, hits = model_device(model), []
     for s in range(0, len(tokens), batch_size):
         tok, tgt = tokens[s:s + batch_size].to(dev), targets[s:s + batch_size].to(dev)
         pred = model(tok, heads=[0])[0, :, :-1].argmax(-1)           # (B, T-1): prediction of token t+1
@@ -295,22 +297,27 @@ def exact_match(model: MultiTokenGPT, tokens: torch.Tensor, targets: torch.Tenso
     return torch.cat(hits).float().mean().item()
 
 # %% ../nbs/30_mtp.ipynb #a6ec8422
+_PROC = Path("/proc/self")    # Linux's files about this process: resident memory and its peak
+
 def _rss_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
+    with open(_PROC / "status") as f:
         for line in f:
             if line.startswith(field): return int(line.split()[1])
-    raise RuntimeError(f"{field} not found in /proc/self/status")
+    raise RuntimeError(f"{field} not found in {_PROC / 'status'}")
 
 def step_memory(n_heads: int, sequential: bool, vocab_size: int = 8192, n_layer: int = 5, d_model: int = 64,
                 batch_size: int = 8, length: int = 256, device: str = "cpu") -> dict:
-    "Peak memory (MiB) of one training step above the memory before it, in this process."
+    "Peak memory (MiB) of one training step above the memory before it, in this process (CUDA, or the CPU on Linux)."
+    if not device.startswith("cuda") and not (_PROC / "clear_refs").exists():
+        raise RuntimeError(f"measuring CPU memory needs Linux's {_PROC}/status and clear_refs, which this platform "
+                           f"({sys.platform}) lacks; measure on a CUDA device instead")
     torch.manual_seed(0)
     model = MultiTokenGPT(vocab_size, n_heads=n_heads, n_layer=n_layer, d_model=d_model, block_size=length).to(device)
     tokens = torch.randint(0, vocab_size, (batch_size, length), device=device)
     if device.startswith("cuda"):
         torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); before = torch.cuda.memory_allocated()
     else:
-        with open("/proc/self/clear_refs", "w") as f: f.write("5")      # reset the peak (VmHWM) to the current RSS
+        with open(_PROC / "clear_refs", "w") as f: f.write("5")      # reset the peak (VmHWM) to the current RSS
         before = _rss_kb("VmRSS") * 1024
     t0 = time.perf_counter()
     if sequential: mtp_backward(model, tokens)

@@ -45,9 +45,9 @@ def flip_probability(probs: torch.Tensor  # (N, K) held-out probabilities
 @dataclass
 class XRMResult:
     "What XRM inferred: environments for train and valid, held-out logits, the flip-rate curve."
-    train_env: torch.Tensor | None   # (N,) 0/1: 1 where a twin disagrees with the original label
+    train_env: torch.Tensor | None   # (N,) 0/1 on the CPU: 1 where a twin disagrees with the original label
     valid_env: torch.Tensor | None   # (N_valid,) likewise
-    heldout_logits: torch.Tensor     # (N, K) each training example seen by the twin that did not train on it
+    heldout_logits: torch.Tensor     # (N, K) on the CPU: each training example seen by the twin that did not train on it
     in_a: torch.Tensor               # (N,) bool: the example belongs to twin A's half
     flip_rate: list = field(default_factory=list)   # fraction of flipped labels after each step
     hparams: dict = field(default_factory=dict)
@@ -55,9 +55,9 @@ class XRMResult:
     twins: list = field(default_factory=list, repr=False)  # the two trained networks
 
     def environments(self, data: GroupDataset) -> torch.Tensor:
-        "(N,) environment of each example of `data`: 1 where a twin's prediction differs from its label."
-        preds = [predict(t, data.x).argmax(1) for t in self.twins]
-        return ((preds[0] != data.y) | (preds[1] != data.y)).long()
+        "(N,) environment of each example of `data` (on the CPU): 1 where a twin's prediction differs from its label."
+        preds, y = [predict(t, data.x).argmax(1) for t in self.twins], data.y.cpu()
+        return ((preds[0] != y) | (preds[1] != y)).long()
 
     @property
     def final_flip_rate(self) -> float: return self.flip_rate[-1] if self.flip_rate else 0.0
@@ -65,8 +65,8 @@ class XRMResult:
     def with_groups(self, train: GroupDataset, valid: GroupDataset) -> tuple[GroupDataset, GroupDataset]:
         "train and valid with the inferred groups (label, environment), coded 2*label + environment."
         names = [f"y={k},e={e}" for k in range(train.n_classes) for e in (0, 1)]
-        return (train.with_groups(2 * train.y + self.train_env, 2 * train.n_classes, names),
-                valid.with_groups(2 * valid.y + self.valid_env, 2 * train.n_classes, names))
+        return (train.with_groups(2 * train.y + self.train_env.to(train.y.device), 2 * train.n_classes, names),
+                valid.with_groups(2 * valid.y + self.valid_env.to(valid.y.device), 2 * train.n_classes, names))
 
 def default_xrm_hparams() -> dict:
     "The first configuration of every XRM sweep."
@@ -127,7 +127,8 @@ def xrm(train: GroupDataset, valid: GroupDataset, *,
     heldout = torch.where(in_a[:, None], lb, la)                         # (N, K)
     res = XRMResult(None, None, heldout, in_a, flips, hp, twins=[t.eval() for t in twins])
     res.train_env, res.valid_env = res.environments(train), res.environments(valid)
-    res.degenerate = any(len(res.train_env[train.y == k].unique()) < 2 for k in range(K) if (train.y == k).any())
+    y = train.y.cpu()
+    res.degenerate = any(len(res.train_env[y == k].unique()) < 2 for k in range(K) if (y == k).any())
     return res
 
 # %% ../nbs/11_xrm.ipynb #c196231a
@@ -155,6 +156,7 @@ class XRMExperiment(Config):
 
 def minority_precision_recall(env: torch.Tensor, g: torch.Tensor, minority_groups=(1, 2)) -> tuple[float, float]:
     "Precision and recall of environment 1 as a detector of the minority groups."
+    env, g = env.cpu(), g.cpu()
     is_min = torch.isin(g, torch.tensor(minority_groups))
     hit = (env.bool() & is_min).sum().item()
     return hit / max(1, int(env.sum())), hit / max(1, int(is_min.sum()))

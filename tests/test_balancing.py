@@ -113,3 +113,14 @@ def test_sweep_job_failure_names_the_configuration(digits):
     def broken_model(d): raise RuntimeError("no such architecture")
     with pytest.raises(RuntimeError, match=r"sweep erm: configuration 0 at seed 0 failed: RuntimeError: no such architecture"):
         B.sweep("erm", tr, va, n_hparams=1, epochs=1, device="cpu", model_fn=broken_model)
+
+def test_gdro_weights_recover_after_underflow():
+    "A group that fell hundreds of nats behind (q below float32's range) regains its weight when its loss is the largest."
+    loss = B.GroupDROLoss(2, eta=1.0)
+    logits = lambda x: x                                           # the batch's inputs are its logits
+    y, g = torch.tensor([0, 0]), torch.tensor([0, 1])
+    easy, hard = [0., -60.], [-60., 0.]                            # cross-entropy about 0 and about 60
+    for _ in range(3): loss(logits, (torch.tensor([easy, hard]), y, g))   # group 0 falls 180 nats behind: q[0] = 0 in float32
+    assert loss.q[0] == 0
+    for _ in range(4): loss(logits, (torch.tensor([hard, easy]), y, g))   # then suffers for 240 nats
+    assert loss.q[0] > 0.99 and torch.isclose(loss.q.sum(), torch.tensor(1.))

@@ -1,6 +1,6 @@
 "In-context regression and ICRM: baselines against closed forms, shifts, causality, bad inputs, determinism, claims."
 import numpy as np, pytest, torch
-from robustlearn import icl as I, icrm as R
+from robustlearn import core, icl as I, icrm as R
 from robustlearn.claims import run_claims
 
 
@@ -110,3 +110,69 @@ def test_icl_claims_hold_two_seeds():
 def test_icrm_claim_holds_two_seeds():
     df = run_claims(["icrm.context_helps"], quick=True, seeds=(0, 1), device="cpu")
     assert (df.verdict == "holds").all(), df[["claim", "detail"]].to_string()
+
+
+def test_sample_prompts_follows_the_global_seed():
+    "Without a generator, prompts come from torch's global generator: set_seed changes them (it used to be a fixed seed 0)."
+    draw = lambda seed: (core.set_seed(seed), I.sample_prompts(3, 4, 2)[0])[1]
+    assert torch.equal(draw(1), draw(1)) and not torch.equal(draw(1), draw(2))
+
+
+class _Spy(torch.nn.Module):
+    "An in-context regressor that remembers the prompts it is shown."
+    def __init__(self, d):
+        super().__init__()
+        self.d, self.max_points, self.w, self.seen = d, None, torch.nn.Parameter(torch.zeros(1)), []
+    def forward(self, xs, ys):
+        self.seen.append(xs.detach().cpu()); return self.w * xs.sum(-1)
+
+
+def test_training_batches_never_reuse_the_test_prompts(tmp_path):
+    "Seed 0's batch at step 10,000 (the full preset trains 100,000 steps) is not error_curve's test set, x for x."
+    spy = _Spy(3)
+    core.save_checkpoint(tmp_path / "run.pt", spy, torch.optim.AdamW(spy.parameters()), step=10_000,
+                         history=dict(losses=[], evals=[]))
+    I.train_icl(spy, d=3, n_points=5, steps=10_001, batch_size=4, seed=0, device="cpu", progress=False,
+                checkpoint=tmp_path / "run.pt", resume=True)           # runs step 10,000 only
+    train_x = spy.seen[-1]
+    I.error_curve(spy, 3, 5, n_prompts=4, seed=0, n_boot=10)
+    assert not torch.equal(train_x, spy.seen[-1])
+
+
+class _AllPositions(torch.nn.Module):
+    "A baseline posing as a model: error_curve then predicts every position of every shifted prompt, as it used to."
+    def __init__(self, name):
+        super().__init__()
+        self.name, self.w = name, torch.nn.Parameter(torch.zeros(1))
+    def forward(self, xs, ys): return I.baseline_predict(self.name, xs, ys)
+
+
+@pytest.mark.parametrize("shift", I.QUERY_SHIFTS)
+def test_query_shifts_fit_each_position_once(shift, monkeypatch):
+    "Under a query shift a baseline is fitted once per prompt and position, not once per position for every k."
+    ref = I.error_curve(_AllPositions("ridge"), 3, 6, shift=shift, n_prompts=5, n_boot=10)
+    fits, real = [], I._fit_predict
+    monkeypatch.setattr(I, "_fit_predict", lambda *a: fits.append(1) or real(*a))
+    c = I.error_curve("ridge", 3, 6, shift=shift, n_prompts=5, n_boot=10)
+    assert len(fits) == 5 * 6
+    assert np.array_equal(c.nse.to_numpy(), ref.nse.to_numpy())
+
+
+def test_env_batches_draw_all_indices_at_once(monkeypatch):
+    "A batch costs the same few random draws whatever its size (ERM's has 816 sequences); the sampling rules hold."
+    envs = R.make_mean_envs(3, 20, d=3, seed=0) + [(x[:12], y[:12]) for x, y in R.make_mean_envs(1, 20, d=3, seed=1)]
+    draws = []
+    for name in ("randperm", "randint", "rand", "multinomial"):
+        monkeypatch.setattr(torch, name, lambda *a, _f=getattr(torch, name), **k: draws.append(name) or _f(*a, **k))
+    counts = []
+    for batch_size in (4, 64):
+        draws.clear(); R.env_batches(envs, 10, batch_size)(0); counts.append(len(draws))
+    assert counts[0] == counts[1]
+    monkeypatch.undo()
+    xs, ys = R.env_batches(envs, 10, 64, seed=3)(7)
+    where = {tuple(r.tolist()): (e, i) for e, (x, _) in enumerate(envs) for i, r in enumerate(x)}
+    for b in range(64):
+        hits = [where[tuple(r.tolist())] for r in xs[b]]
+        assert len({e for e, _ in hits}) == 1 and len({i for _, i in hits}) == 10   # one environment, no repeats
+        assert ys[b].tolist() == [envs[e][1][i].item() for e, i in hits]
+    assert torch.equal(R.env_batches(envs, 10, 64, seed=3)(7)[0], xs)

@@ -64,3 +64,9 @@ def test_nll_matches_cross_entropy_and_probabilities(n, k, seed):
 
 def test_numpy_inputs_are_accepted():
     assert metrics.accuracy(np.array([0, 1]), np.array([0, 0])) == 0.5
+
+def test_single_logit_scores_are_thresholded_at_zero():
+    "A binary model with one logit per example gives (N, 1) scores: class 1 where the logit is positive (not argmax = 0)."
+    assert metrics.accuracy([[2.], [-1.], [3.]], [1, 0, 1]) == 1.0
+    assert metrics.predicted_labels(torch.tensor([[0.5], [0.0], [-2.0]])).tolist() == [1, 0, 0]
+    assert metrics.worst_group_accuracy([[2.], [-1.], [3.], [-4.]], [1, 0, 0, 0], [0, 0, 1, 1]) == 0.5

@@ -147,3 +147,10 @@ def test_memory_claim_holds_quick():
 def test_speculative_claims_hold_two_seeds():
     df = run_claims(["mtp.speculative_is_exact", "mtp.speculative_is_faster"], quick=True, seeds=(0, 1), device="cpu")
     assert (df.verdict == "holds").all(), df[["claim", "detail"]].to_string()
+
+
+def test_memory_probe_says_where_it_measures(monkeypatch, tmp_path):
+    "Without Linux's /proc the CPU memory probe says what it needs instead of failing on a missing file."
+    monkeypatch.setattr(M, "_PROC", tmp_path / "no-proc")
+    with pytest.raises(RuntimeError, match=r"measuring CPU memory needs Linux's .*measure on a CUDA device"):
+        M.step_memory(1, True, vocab_size=16, length=8, device="cpu")
