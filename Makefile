@@ -38,6 +38,7 @@ reproduce: $(VENV)/.core-installed
 test: $(VENV)/.dev-installed sync-check docs-check
 	$(BIN)/nbdev-test --n-workers $(NB_WORKERS) --timing
 	$(BIN)/nbdev-test tutorials --n-workers $(NB_WORKERS) --timing
+	$(BIN)/python -m pytest -q tests/test_device.py --device fake
 	$(BIN)/python -m pytest -q --ignore=tests/test_docs.py
 
 ## docs-check: the website up to Quarto's rendering (nbdev-proc-nbs, every page, an API entry per exported function)

@@ -22,6 +22,7 @@ from .data import GroupDataset, make_spurious_digits
 from .metrics import accuracy, group_accuracies
 from .nets import MLP
 from .claims import JobError, claim, run_jobs
+from .exercises import exercise
 
 # %% auto #0
 __all__ = ['METHODS', 'GROUP_METHODS', 'SELECTION_RULES', 'PAPER', 'check_method', 'balance_counts', 'subsample',
@@ -330,3 +331,35 @@ def subg_matches_gdro(quick, seed, device):
 def selection_matters(quick, seed, device):
     df = _cached_comparison(quick, seed, str(device))
     return {f"by_{rule}": float(np.mean([_wga(df, m, rule) for m in METHODS])) for rule in SELECTION_RULES}
+
+# %% ../nbs/10_balancing.ipynb #46510833
+def _group_data(g):   # a GroupDataset whose inputs are the example indices, so a subsample shows which were kept
+    return GroupDataset(torch.arange(len(g)), torch.zeros(len(g), dtype=torch.long), g)
+
+def _group_cases(gen):
+    rand = lambda: torch.cat([torch.arange(4), torch.randint(0, 4, (36,), generator=gen)])[torch.randperm(40, generator=gen)]
+    return [("one group smaller than the others", (torch.tensor([0, 0, 0, 1, 2, 2, 3, 3, 3, 3]),)),
+            ("every group the same size", (torch.tensor([3, 2, 1, 0] * 3),)),
+            ("group 1 has no example", (torch.tensor([0, 0, 2, 2, 3]),))] + [(f"random groups {i}", (rand(),)) for i in range(4)]
+
+def _subsample_props(expected, got, args):   # any random subsample is right if it keeps the right counts
+    (g,) = args
+    got = torch.as_tensor(got)
+    if got.dim() != 1: return f"the result should be a 1-d tensor of indices, got shape {tuple(got.shape)}"
+    if len(set(got.tolist())) != len(got): return "the result repeats an index: subsampling draws without replacement"
+    if len(got) and (got.min() < 0 or got.max() >= len(g)): return f"the indices should lie in [0, {len(g)})"
+    counts, want = torch.bincount(g[got], minlength=int(g.max()) + 1), int(torch.bincount(g).min())
+    if (counts != want).any(): return f"each group should keep {want} examples (the smallest group's size), kept {counts.tolist()}"
+
+exercise("balancing.group_weights",
+         "Given the (N,) group of every training example, return the (N,) sampling weights N / count(group of example i)\n"
+         "(RWG: every group is drawn equally often). Raise a ValueError when a group in 0..max(g) has no example.",
+         reference=lambda g: balancing_weights(_group_data(g), "group"), cases=_group_cases,
+         hint="torch.bincount(g) counts each group; index it with g to get each example's group size",
+         mistake=lambda g: 1 / torch.bincount(g)[g].double())
+exercise("balancing.subsample_groups",
+         "Given the (N,) group of every training example, return the (M,) indices of a random subsample that keeps as\n"
+         "many examples of every group as the smallest group has (SUBG). Raise a ValueError when a group is empty.",
+         reference=lambda g: subsample(_group_data(g), "group").x, cases=_group_cases, compare=_subsample_props,
+         hint="for each group k, keep a random min-count of torch.nonzero(g == k)",
+         mistake=lambda g: torch.randperm(len(g))[:int(torch.bincount(g).min()) * (int(g.max()) + 1)])

@@ -19,6 +19,7 @@ from .core import Config, fit, get_device, model_device, set_seed
 from .data import sample_2d
 from .flow import check_t
 from .claims import claim
+from .exercises import exercise
 
 # %% auto #0
 __all__ = ['SOURCES', 'MixturePath', 'TokenMLP', 'discrete_flow_loss', 'train_discrete_flow', 'sample_discrete',
@@ -112,8 +113,7 @@ def sample_discrete(model: nn.Module, path: MixturePath, n: int, steps: int = 10
         t, h = grid[i].item(), (grid[i + 1] - grid[i]).item()
         probs = model(x, torch.full((n,), t, device=device)).softmax(-1)              # (n, L, V)
         cand = torch.multinomial(probs.flatten(0, 1).cpu(), 1, generator=generator).view(n, model.L).to(device)
-        k0, k1 = path.kappa(torch.tensor(t)).item(), path.kappa(torch.tensor(t + h)).item()
-        jump_prob = (k1 - k0) / max(1 - k0, 1e-12)              # ~ h * dkappa / (1 - kappa); exactly 1 at the last step
+        jump_prob = path.jump_probability(t, h)                  # ~ h * dkappa / (1 - kappa); exactly 1 at the last step
         jump = torch.rand(n, model.L, generator=generator).to(device) < jump_prob
         x = torch.where(jump, cand, x)
         if return_trajectory: traj.append(x.cpu())
@@ -183,3 +183,31 @@ def checkerboard_experiment(quick: bool, seed: int, device: str = "cpu") -> dict
 def matches_target(quick, seed, device):
     r = checkerboard_experiment(quick, seed, str(device))
     return dict(tv=r["tv"], floor=r["floor"])
+
+# %% ../nbs/21_discrete_flow.ipynb #26a40046
+def _tv_cases(gen):
+    G = 4
+    uniform = torch.full((G, G), 1 / G ** 2)
+    return [("every cell once", (torch.cartesian_prod(torch.arange(G), torch.arange(G)), uniform)),
+            ("all samples in one cell", (torch.zeros(5, 2, dtype=torch.long), uniform)),
+            ("an empty sample", (torch.zeros(0, 2, dtype=torch.long), uniform))] + \
+           [(f"random samples {i}", (torch.randint(0, G, (30, 2), generator=gen), (lambda p: p / p.sum())(torch.rand(G, G, generator=gen))))
+            for i in range(3)]
+
+def _jump_cases(gen):
+    return [("from t = 0", (0.0, 0.1, 1.0)), ("the last step", (0.9, 0.1, 1.0)), ("kappa = t^2", (0.5, 0.25, 2.0))] + \
+           [(f"random t {i}", (float(torch.rand(1, generator=gen)) * 0.8, 0.05, 3.0)) for i in range(2)]
+
+exercise("discrete_flow.total_variation",
+         "Given (n, 2) samples of cells of a G x G grid and the (G, G) target probabilities, return the total variation\n"
+         "distance between the samples' empirical distribution and the target. Raise a ValueError for an empty sample.",
+         reference=total_variation, cases=_tv_cases,
+         hint="count each cell (torch.bincount of row * G + column), divide by n, then half the sum of absolute differences",
+         mistake=lambda tokens, target: (torch.bincount(tokens[:, 0] * target.shape[0] + tokens[:, 1], minlength=target.numel()).double()
+                                         / max(len(tokens), 1) - target.flatten()).abs().sum().item())
+exercise("discrete_flow.jump_probability",
+         "For the mixture path kappa_t = t^n, return the probability that a token still at its source value at time t\n"
+         "jumps to its sampled data value during the step from t to t + h (exactly 1 when t + h = 1).",
+         reference=lambda t, h, n: MixturePath(2, n=n).jump_probability(t, h), cases=_jump_cases,
+         hint="P(switched by t + h | not switched by t) = (kappa(t + h) - kappa(t)) / (1 - kappa(t))",
+         mistake=lambda t, h, n: h * n * t ** (n - 1) / (1 - t ** n))

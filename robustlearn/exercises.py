@@ -146,8 +146,8 @@ def check(name: str,            # the exercise, "chapter.name"
         expected, got = _outcome(ex.reference, args), _outcome(fn, args)
         if isinstance(expected, Exception) or isinstance(got, Exception):   # bad input must fail the same way
             if type(expected) is type(got): continue
-            say(f"{head}\n  input:    {inputs}\n  expected: {_said(expected)}\n  {'raised' if isinstance(got, Exception) else 'got'}:"
-                f"{' ' * (4 if isinstance(got, Exception) else 6)}{_said(got)}{hint}")
+            label = ("raised:" if isinstance(got, Exception) else "got:").ljust(10)
+            say(f"{head}\n  input:    {inputs}\n  expected: {_said(expected)}\n  {label}{_said(got)}{hint}")
             return False
         diff = ex.compare(expected, got, args) if ex.compare else difference(expected, got, ex.atol, ex.rtol)
         if diff:

@@ -19,6 +19,7 @@ from .core import Config, fit, get_device, model_device, set_seed
 from .data import log_prob_2d, sample_2d
 from .metrics import energy_distance
 from .claims import claim
+from .exercises import exercise
 
 # %% auto #0
 __all__ = ['SCHEDULERS', 'COUPLINGS', 'SOLVERS', 'PAPER', 'check_t', 'SchedulerOutput', 'Scheduler', 'CondOTScheduler',
@@ -473,3 +474,48 @@ def guided_digits(quick: bool, seed: int, device: str = "cpu", guidance: float |
 def guidance_works(quick, seed, device):
     r = guided_digits(quick, seed, str(device))
     return dict(guided=r["guided"], unguided=r["unguided"])
+
+# %% ../nbs/20_flow.ipynb #1da718af
+def _time_cases(gen):
+    return [("t = 0", (torch.zeros(3),)), ("t = 1", (torch.ones(3),)), ("t = 1/2", (torch.full((1,), 0.5),))] + \
+           [(f"random times {i}", (torch.rand(8, generator=gen),)) for i in range(2)]
+
+def _euler_cases(gen):
+    decay, tx = (lambda t, x: -x), (lambda t, x: t * x + 1)
+    x = lambda: torch.randn(5, 2, generator=gen)
+    return [("a step of size 0", (decay, x(), 0.3, 0.0)), ("a field that depends on t, from t = 0", (tx, x(), 0.0, 0.25)),
+            ("a field that depends on t, the last step", (tx, x(), 0.9, 0.1))] + \
+           [(f"random state {i}", (tx, x(), float(torch.rand(1, generator=gen)), 0.05)) for i in range(2)]
+
+def _coupling_cases(gen):
+    return [("one point", (torch.randn(1, 2, generator=gen), torch.randn(1, 2, generator=gen))),
+            ("already matched", (torch.arange(4.).view(4, 1), torch.arange(4.).view(4, 1) + 0.1))] + \
+           [(f"random batch {i}", (torch.randn(12, 2, generator=gen), torch.randn(12, 2, generator=gen) + 3)) for i in range(3)]
+
+def _same_cost(expected, got, args):   # ties in the assignment make several answers optimal: compare costs
+    x0, x1 = args
+    got = torch.as_tensor(got)
+    if got.shape != x0.shape: return f"the result should have x0's shape {tuple(x0.shape)}, got {tuple(got.shape)}"
+    rows = lambda t: sorted(map(tuple, t.tolist()))
+    if rows(got) != rows(x0): return "the result should be the rows of x0 in another order (a permutation), but its rows differ"
+    cost = lambda a: ((a - x1) ** 2).sum().item()
+    if cost(got) > cost(expected) + 1e-6: return f"the total squared distance should be the minimum {cost(expected):.4f}, got {cost(got):.4f}"
+
+exercise("flow.cosine_scheduler",
+         "Given (B,) times t, return (alpha, sigma, d_alpha, d_sigma) of the cosine scheduler: alpha = sin(pi t / 2),\n"
+         "sigma = cos(pi t / 2), and their derivatives in t.",
+         reference=lambda t: tuple(getattr(CosineScheduler()(t), k) for k in ("alpha", "sigma", "d_alpha", "d_sigma")),
+         cases=_time_cases, hint="the chain rule brings a factor pi / 2 into both derivatives",
+         mistake=lambda t: (torch.sin(math.pi * t / 2), torch.cos(math.pi * t / 2), torch.cos(math.pi * t / 2), -torch.sin(math.pi * t / 2)))
+exercise("flow.euler_step",
+         "Given a velocity field f(t, x), a state x, a time t and a step h, return the state after one Euler step of\n"
+         "dx/dt = f(t, x) from t to t + h.",
+         reference=lambda f, x, t, h: solve_ode(f, x, t0=t, t1=t + h, steps=1, method="euler"),
+         cases=_euler_cases, hint="evaluate the field where the step starts: x + h f(t, x)",
+         mistake=lambda f, x, t, h: x + h * f(t + h, x))
+exercise("flow.ot_coupling",
+         "Given two (B, D) batches x0 (noise) and x1 (data), return x0's rows reordered so that pairing row i with x1's row i\n"
+         "minimises the total squared distance (minibatch optimal transport; scipy.optimize.linear_sum_assignment helps).",
+         reference=ot_coupling, cases=_coupling_cases, compare=_same_cost,
+         hint="build the (B, B) cost |x1_i - x0_j|^2; the assignment gives, for each data row i, the noise row j",
+         mistake=lambda x0, x1: x0)

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from .core import Config, History, fit, get_device, model_device, set_seed
-from .nets import SetMLP, TinyGPT
+from .nets import SetMLP, TinyGPT, running_mean
 from .claims import claim
+from .exercises import exercise
 
 # %% auto #0
 __all__ = ['SHIFTS', 'QUERY_SHIFTS', 'STEPS_PER_SEED', 'BASELINES', 'sample_prompts', 'prompt_generator', 'ICLTransformer',
@@ -306,3 +307,29 @@ def shift_resilience(quick, seed, device):
         for w, tag in (("transformer", "tf"), ("setmlp", "set")):
             out[f"{tag}_{shift}"] = float(c[w].nse.to_numpy()[1:2 * d + 1].mean() / base[w])
     return out
+
+# %% ../nbs/31_icl.ipynb #cd7907cc
+def _prompt_cases(gen):
+    def prompt(B, N, d):
+        xs = torch.randn(B, N, d, generator=gen)
+        return xs, (xs * torch.randn(B, 1, d, generator=gen)).sum(-1)
+    return [("a single point (nothing to fit: predict 0)", prompt(2, 1, 3)), ("fewer points than dimensions", prompt(2, 3, 5))] + \
+           [(f"random prompts {i}", prompt(3, 8, 3)) for i in range(3)]
+
+def _set_cases(gen):
+    return [("a set of one", (torch.randn(2, 1, 3, generator=gen),)), ("constant elements", (torch.ones(1, 4, 2),))] + \
+           [(f"random sets {i}", (torch.randn(2, 6, 4, generator=gen),)) for i in range(3)]
+
+exercise("icl.least_squares_in_context",
+         "Given prompts xs (B, N, d) and ys (B, N), return the (B, N) predictions of minimum-norm least squares at every\n"
+         "position i, fitted on the points before i only (0 at i = 0).",
+         reference=lambda xs, ys: baseline_predict("least_squares", xs, ys), cases=_prompt_cases,
+         hint="torch.linalg.pinv(X[:i]) @ y[:i] is the minimum-norm solution, also when i < d",
+         mistake=lambda xs, ys: torch.stack([torch.stack([xs[b, i] @ (torch.linalg.pinv(xs[b, :i + 1]) @ ys[b, :i + 1])
+                                                           for i in range(xs.shape[1])]) for b in range(len(xs))]))
+exercise("icl.running_mean",
+         "Given set elements e (B, N, D), return the (B, N, D) running mean the set-MLP reads at position i: the mean of\n"
+         "the elements before i (zeros at i = 0), so that no prediction sees its own label.",
+         reference=running_mean, cases=_set_cases,
+         hint="a cumulative sum shifted by one position, divided by the number of elements before i (at least 1)",
+         mistake=lambda e: e.cumsum(1) / torch.arange(1, e.shape[1] + 1).view(1, -1, 1))

@@ -6,7 +6,7 @@ Docs: https://robustlearn.github.io/robustlearn/icrm.html.md"""
 
 # %% ../nbs/32_icrm.ipynb #b6b8ba29
 from __future__ import annotations
-import functools
+import functools, math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -19,10 +19,11 @@ import torch.nn.functional as F
 from .core import Config, History, fit, get_device, model_device, set_seed
 from .nets import MLP, TinyGPT
 from .claims import claim
+from .exercises import exercise
 
 # %% auto #0
 __all__ = ['CONTEXTS', 'make_mean_envs', 'make_rotated_digits', 'ICRMNet', 'env_batches', 'train_icrm', 'context_curve',
-           'ICRMExperiment', 'icrm_task', 'compare_icrm_erm', 'context_helps']
+           'ICRMExperiment', 'icrm_task', 'compare_icrm_erm', 'context_helps', 'bayes_errors', 'plugin_predict']
 
 # %% ../nbs/32_icrm.ipynb #2bbf7b37
 def _check_int(name, v, lo=1):
@@ -195,3 +196,47 @@ def context_helps(quick, seed, device):
     r = _icrm(quick, seed, str(device))
     c = r["curve"].set_index("context").error
     return dict(erm=r["erm_error"], icrm_0=float(c[0]), icrm_25plus=float(c[c.index >= 25].max()))
+
+# %% ../nbs/32_icrm.ipynb #e2fe12ad
+def bayes_errors(signal: float = 1.0,   # |u|, half the distance between the class means
+                 spread: float = 2.0,   # the standard deviation of the environment means
+                ) -> tuple[float, float]:
+    "The means task's Bayes errors: without context Phi(-s / sqrt(1 + spread^2)), and knowing the environment's mean Phi(-s)."
+    if not (signal >= 0 and spread >= 0): raise ValueError(f"signal and spread must be non-negative, got {signal}, {spread}")
+    Phi = lambda z: 0.5 * math.erfc(-z / math.sqrt(2))
+    return Phi(-signal / math.sqrt(1 + spread ** 2)), Phi(-signal)
+
+def plugin_predict(context_x: torch.Tensor,  # (C, d) unlabeled examples of the environment (C may be 0)
+                   x: torch.Tensor,          # (M, d) queries
+                   u: torch.Tensor,          # (d,) the class direction
+                  ) -> torch.Tensor:          # (M,) predicted labels
+    "Plug-in classifier: 1 where u . (x - mean of the context) > 0; with no context the mean is taken as 0."
+    if context_x.dim() != 2 or x.dim() != 2 or u.shape != x.shape[1:] or context_x.shape[1] != x.shape[1]:
+        raise ValueError(f"need context_x (C, d), x (M, d), u (d,); got {tuple(context_x.shape)}, {tuple(x.shape)}, {tuple(u.shape)}")
+    mean = context_x.mean(0) if len(context_x) else torch.zeros_like(u)
+    return ((x - mean) @ u > 0).long()
+
+# %% ../nbs/32_icrm.ipynb #e4981257
+def _bayes_cases(gen):
+    return [("no spread: context cannot help", (1.0, 0.0)), ("no signal: a coin flip", (0.0, 2.0)), ("the chapter's task", (1.0, 2.0))] + \
+           [(f"random {i}", (float(torch.rand(1, generator=gen)) * 2, float(torch.rand(1, generator=gen)) * 3)) for i in range(2)] + \
+           [("a negative spread", (1.0, -1.0))]
+
+def _plugin_cases(gen):
+    d = 3
+    u = torch.ones(d) / d ** 0.5
+    env = lambda C, M: (torch.randn(C, d, generator=gen) + 2, torch.randn(M, d, generator=gen) + 2, u)
+    return [("no context", env(0, 6)), ("one context example", env(1, 6))] + [(f"random environment {i}", env(10, 8)) for i in range(3)]
+
+exercise("icrm.bayes_errors",
+         "For the means task x = mu_e + (2y - 1) u + noise (noise ~ N(0, I), mu_e ~ N(0, spread^2 I), |u| = signal), return\n"
+         "the Bayes error without context and the one knowing mu_e, as a pair of floats. Raise a ValueError for a negative spread.",
+         reference=bayes_errors, cases=_bayes_cases,
+         hint="project on u / |u|: the class means are at -s and +s; the environment adds N(0, spread^2) to the noise's N(0, 1)",
+         mistake=lambda signal, spread: (0.5 * math.erfc(signal / math.sqrt(2) / math.sqrt(1 + spread)), 0.5 * math.erfc(signal / math.sqrt(2))))
+exercise("icrm.plugin_predict",
+         "Given an environment's unlabeled context (C, d) (C may be 0), queries (M, d) and the class direction u (d,),\n"
+         "return the (M,) labels 1[u . (x - mean of the context) > 0], with the mean taken as 0 when there is no context.",
+         reference=plugin_predict, cases=_plugin_cases,
+         hint="an empty context has no mean: fall back to zeros rather than NaN",
+         mistake=lambda context_x, x, u: ((x - context_x.mean(0)) @ u > 0).long())

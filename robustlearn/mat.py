@@ -20,6 +20,7 @@ from .data import GroupDataset
 from .balancing import Run, check_pair, default_model, evaluate, train_epochs, train_method
 from .xrm import xrm
 from .claims import claim
+from .exercises import exercise
 
 # %% auto #0
 __all__ = ['make_memorization_problem', 'linear_model', 'mat_shift', 'default_mat_hparams', 'mat', 'MATExperiment',
@@ -140,3 +141,27 @@ def _mat_experiment(quick: bool, seed: int, device: str) -> dict:
 def beats_erm(quick, seed, device):
     r = _mat_experiment(quick, seed, str(device))
     return {"mat": 100 * r["mat_test"]["worst_group"], "erm": 100 * r["erm_test"]["worst_group"]}
+
+# %% ../nbs/12_mat.ipynb #ef5efb26
+def _shift_cases(gen):
+    return [("held-out predictions all certain", (torch.eye(3) * 20, torch.tensor([0, 1, 2]), 1.0)),
+            ("a temperature of 2", (torch.randn(8, 3, generator=gen), torch.randint(0, 3, (8,), generator=gen), 2.0)),
+            ("a class absent from the labels", (torch.randn(6, 3, generator=gen), torch.tensor([0, 0, 1, 1, 0, 1]), 1.0)),
+            ("a negative temperature", (torch.randn(4, 2, generator=gen), torch.tensor([0, 1, 0, 1]), -1.0))] + \
+           [(f"random logits {i}", (torch.randn(20, 4, generator=gen), torch.randint(0, 4, (20,), generator=gen), 1.0)) for i in range(3)]
+
+exercise("mat.mat_shift",
+         "Given (N, K) held-out logits of the training examples, their (N,) labels and a temperature tau > 0, return MAT's\n"
+         "(N, K) logit shift log(p(yhat | x) @ p(y | yhat) + 1e-6), with p(yhat | x) = softmax(logits / tau) and p(y | yhat)\n"
+         "estimated over the whole training set. Raise a ValueError for tau <= 0.",
+         reference=mat_shift, cases=_shift_cases, atol=1e-4,
+         hint="p(y | yhat) is a (K, K) matrix: sum p(yhat | x_j) over the examples j of each label y, then normalise each yhat row",
+         mistake=lambda logits, y, tau: torch.log((logits / tau).softmax(1) + 1e-6))
+exercise("mat.shifted_loss",
+         "Given logits f(x) (N, K), the fixed shift (N, K) and labels (N,), return MAT's training loss: the mean\n"
+         "cross-entropy of f(x) + shift against y (the model predicts with f(x) alone at test time).",
+         reference=lambda logits, shift, y: F.cross_entropy(logits + shift, y),
+         cases=lambda gen: [("a zero shift is plain cross-entropy", (torch.randn(5, 3, generator=gen), torch.zeros(5, 3), torch.tensor([0, 1, 2, 0, 1])))] +
+                           [(f"random {i}", (torch.randn(9, 4, generator=gen), torch.randn(9, 4, generator=gen), torch.randint(0, 4, (9,), generator=gen))) for i in range(3)],
+         hint="the shift is added to the logits inside the loss, not subtracted",
+         mistake=lambda logits, shift, y: F.cross_entropy(logits - shift, y))

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from .core import Config, History, fit, get_device, model_device, set_seed
 from .nets import Block, TinyGPT
 from .claims import claim
+from .exercises import exercise
 
 # %% auto #0
 __all__ = ['P', 'DEG', 'OPS', 'POLY_TOKENS', 'TOK', 'N_NEW', 'MultiTokenGPT', 'head_loss', 'mtp_loss', 'mtp_backward',
@@ -454,3 +455,30 @@ def memory_is_flat(quick, seed, device):
     kw = dict(vocab_size=8192, device=dev, batch_size=8 if quick else 32, length=256 if quick else 1024)
     mem = {(n, s): measure_memory(n, s, **kw)["peak_mib"] for n in (1, 4) for s in (True, False)}
     return dict(sequential_ratio=mem[4, True] / mem[1, True], naive_ratio=mem[4, False] / mem[1, False], base_mib=mem[1, True])
+
+# %% ../nbs/30_mtp.ipynb #759aacf4
+def _head_cases(gen):
+    B, T, V = 2, 6, 5
+    lg, tok = lambda: torch.randn(B, T, V, generator=gen), lambda: torch.randint(0, V, (B, T), generator=gen)
+    masked = tok(); masked[:, :3] = -100
+    return [("head 1 (next token)", (lg(), tok(), 0)), ("head 2 (the token after next)", (lg(), tok(), 1)),
+            ("targets partly ignored (-100)", (lg(), masked, 1)), ("a head that sees past the end", (lg(), tok(), T - 1))] + \
+           [(f"random head {i}", (lg(), tok(), int(torch.randint(0, 4, (1,), generator=gen)))) for i in range(3)]
+
+def _acceptance_cases(gen):
+    return [("every proposal accepted", ([4, 4, 4], 4)), ("k = 1", ([1, 1], 1)), ("one step", ([2], 3))] + \
+           [(f"random steps {i}", (torch.randint(1, 5, (20,), generator=gen).tolist(), 4)) for i in range(3)]
+
+exercise("mtp.head_loss",
+         "Given head i's (B, T, V) logits, the (B, T) targets (-100 means ignore) and i (0 for the next token), return the\n"
+         "mean cross-entropy of the logits at position t against the target at position t + i + 1 (0 when none counts).",
+         reference=head_loss, cases=_head_cases,
+         hint="drop the last i + 1 logits and the first i + 1 targets, then F.cross_entropy(..., ignore_index=-100)",
+         mistake=lambda logits, targets, i: F.cross_entropy(logits[:, :logits.shape[1] - i].flatten(0, 1), targets[:, i:].flatten(),
+                                                            ignore_index=-100) if i < logits.shape[1] else logits.sum() * 0)
+exercise("mtp.acceptance_by_depth",
+         "Given how many tokens each self-speculative step accepted (a list of ints in 1..k) and k, return the list of the\n"
+         "shares of steps that accepted at least j tokens, for j = 1..k.",
+         reference=acceptance_by_depth, cases=_acceptance_cases,
+         hint="'at least j' is >= j; the first share is always 1",
+         mistake=lambda accepted, k: [float(np.mean(np.asarray(accepted) > j)) for j in range(1, k + 1)])

@@ -21,6 +21,7 @@ from .data import GroupDataset, make_spurious_digits
 from .balancing import (BalancingExperiment, _cached_comparison, _wga, check_pair, default_model,
                                    evaluate, predict, select, sweep)
 from .claims import claim
+from .exercises import exercise
 
 # %% auto #0
 __all__ = ['PAPER', 'class_balanced_ce', 'flip_probability', 'XRMResult', 'default_xrm_hparams', 'xrm', 'sample_xrm_hparams',
@@ -195,3 +196,27 @@ def matches_oracle_groups(quick, seed, device):
 def finds_minority(quick, seed, device):
     r = xrm_experiment(quick, seed, str(device))
     return {k: r[k] for k in ("precision", "recall", "flip_rate")}
+
+# %% ../nbs/11_xrm.ipynb #8c5a3e47
+def _prob_cases(gen):
+    return [("a uniform prediction", (torch.full((3, 4), 0.25),)), ("a certain prediction", (torch.eye(3),)),
+            ("two classes", (torch.tensor([[0.5, 0.5], [0.8, 0.2], [0.1, 0.9]]),))] + \
+           [(f"random probabilities {i}", (torch.randn(6, 5, generator=gen).mul(2).softmax(1),)) for i in range(3)]
+
+def _ce_cases(gen):
+    return [("one class only", (torch.randn(5, 3, generator=gen), torch.zeros(5, dtype=torch.long))),
+            ("unbalanced classes", (torch.randn(6, 2, generator=gen), torch.tensor([0, 0, 0, 0, 0, 1])))] + \
+           [(f"random logits {i}", (torch.randn(12, 4, generator=gen), torch.randint(0, 4, (12,), generator=gen))) for i in range(3)]
+
+exercise("xrm.flip_probability",
+         "Given (N, K) held-out class probabilities, return the (N,) probability that XRM flips each label:\n"
+         "0 for a uniform prediction, 1 for a certain one, linear in the largest probability in between.",
+         reference=flip_probability, cases=_prob_cases,
+         hint="rescale p_max from [1/K, 1] to [0, 1]: (p_max - 1/K) * K / (K - 1)",
+         mistake=lambda p: p.max(1).values)
+exercise("xrm.class_balanced_ce",
+         "Given (N, K) logits and (N,) labels, return the class-balanced cross-entropy: the sum, over the classes present\n"
+         "in y, of the mean cross-entropy of that class's examples.",
+         reference=class_balanced_ce, cases=_ce_cases,
+         hint="F.cross_entropy(logits, y, reduction='none'), then average within each class of y.unique() and add up",
+         mistake=lambda logits, y: F.cross_entropy(logits, y) * len(y.unique()))
