@@ -128,6 +128,11 @@ def _outcome(fn, args):      # the result, or the exception raised (inputs deep-
     try: return fn(*copy.deepcopy(args))
     except Exception as e: return e
 
+def _compare(ex, expected, got, args) -> str | None:   # the difference in words; never raises on a student's output
+    if got is None and expected is not None: return "the function returned None: is a `return` missing?"
+    try: return ex.compare(expected, got, args) if ex.compare else difference(expected, got, ex.atol, ex.rtol)
+    except Exception as e: return f"the result could not be compared with the expected one ({type(e).__name__}: {e})"
+
 def _said(x) -> str: return f"{type(x).__name__}: {x}" if isinstance(x, Exception) else describe(x)
 
 def check(name: str,            # the exercise, "chapter.name"
@@ -149,7 +154,7 @@ def check(name: str,            # the exercise, "chapter.name"
             label = ("raised:" if isinstance(got, Exception) else "got:").ljust(10)
             say(f"{head}\n  input:    {inputs}\n  expected: {_said(expected)}\n  {label}{_said(got)}{hint}")
             return False
-        diff = ex.compare(expected, got, args) if ex.compare else difference(expected, got, ex.atol, ex.rtol)
+        diff = _compare(ex, expected, got, args)
         if diff:
             say(f"{head}\n  input:    {inputs}\n  expected: {describe(expected)}\n  got:      {describe(got)}\n"
                 f"  so:       {diff}{hint}")

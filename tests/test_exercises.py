@@ -31,3 +31,9 @@ def test_starter_runs_and_fails_the_check(name, capsys):
 def test_unknown_exercise_lists_the_registered_ones():
     with pytest.raises(ValueError, match="unknown exercise 'nope.nope'; registered: "):
         check("nope.nope", print)
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unfinished_or_odd_answers_are_reported_not_crashes(name, capsys):
+    assert not check(name, lambda *a: None)                  # a starter whose `return` is missing
+    assert "returned None" in capsys.readouterr().out
+    assert not check(name, lambda *a: "not a number", verbose=False)
