@@ -356,7 +356,7 @@ exercise("balancing.group_weights",
          "(RWG: every group is drawn equally often). Raise a ValueError when a group in 0..max(g) has no example.",
          reference=lambda g: balancing_weights(_group_data(g), "group"), cases=_group_cases,
          hint="torch.bincount(g) counts each group; index it with g to get each example's group size",
-         mistake=lambda g: 1 / torch.bincount(g)[g].double())
+         mistake=lambda g: torch.bincount(g)[g].double() / len(g))
 exercise("balancing.subsample_groups",
          "Given the (N,) group of every training example, return the (M,) indices of a random subsample that keeps as\n"
          "many examples of every group as the smallest group has (SUBG). Raise a ValueError when a group is empty.",

@@ -6,7 +6,7 @@ Docs: https://robustlearn.github.io/robustlearn/claims.html.md"""
 
 # %% ../nbs/04_claims.ipynb #278b4fe3
 from __future__ import annotations
-import argparse, hashlib, importlib, json, math, numbers, os, pkgutil, platform, re, shutil, statistics, sys, time, traceback
+import argparse, hashlib, importlib, inspect, json, math, numbers, os, pkgutil, platform, re, shutil, statistics, sys, time, traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -139,6 +139,9 @@ LAUNCHERS = ("pool", "local", "slurm")
 # measured on a 2-core machine (see the README): two jobs of one thread each were no faster than one job of two threads
 DEFAULT_JOBS = 1
 
+_POOL_HINT = {"BrokenProcessPool": " (a worker process died: out of memory, or, in a script, run_claims/run_jobs with jobs > 1 "
+                                   "called outside `if __name__ == \"__main__\":`)"}
+
 def cores() -> int:
     "CPU cores this process may use."
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -164,13 +167,12 @@ def run_jobs(fn: Callable,            # fn(*args) -> result; run in worker proce
              jobs: int = 1,           # jobs at a time; 1 runs them in this process, one after another
              launcher: str = "pool",  # "pool": local processes; "local"/"slurm": submitit's executors
              folder: str | Path | None = None,  # submitit's folder for job files and logs ("local", "slurm")
-             threads: int | None = None,        # torch threads per job (default: cores // jobs for local runs)
+             threads: int | None = None,        # torch threads per job (default: unchanged in this process, cores // jobs in workers)
              cluster: dict | None = None,       # submitit parameters, e.g. dict(slurm_partition="gpu", timeout_min=60, gpus_per_node=1)
             ) -> Iterator[tuple[int, object]]:
     "Run `fn` on each tuple of `args`; yield `(index, result)` as jobs finish, a `JobError` as the result of a job that raised."
     if launcher not in LAUNCHERS: raise ValueError(f"unknown launcher {launcher!r}: expected one of {list(LAUNCHERS)}")
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1: raise ValueError(f"jobs must be a positive int, got {jobs!r}")
-    if threads is None and launcher != "slurm": threads = max(1, cores() // jobs)
     if launcher == "pool" and jobs == 1:
         old = torch.get_num_threads()
         try:
@@ -179,6 +181,7 @@ def run_jobs(fn: Callable,            # fn(*args) -> result; run in worker proce
                 except Exception as e: yield i, JobError(f"{type(e).__name__}: {e}", traceback.format_exc())
         finally: torch.set_num_threads(old)
         return
+    if threads is None and launcher != "slurm": threads = max(1, cores() // jobs)
     if launcher == "pool":
         import cloudpickle, multiprocessing
         from robustlearn.claims import _call_pickled    # importable in a fresh worker (also when run from the notebook)
@@ -187,10 +190,11 @@ def run_jobs(fn: Callable,            # fn(*args) -> result; run in worker proce
             try:
                 for f in _as_done(futs):
                     e = f.exception()
-                    yield futs[f], (f.result() if e is None else JobError(f"{type(e).__name__}: {e}", "".join(
-                        traceback.format_exception(type(e), e, e.__traceback__))))
-            except BaseException:
-                for f in futs: f.cancel()
+                    yield futs[f], (f.result() if e is None else JobError(f"{type(e).__name__}: {e}" + _POOL_HINT.get(type(e).__name__, ""),
+                        "".join(traceback.format_exception(type(e), e, e.__traceback__))))
+            except BaseException:                   # Ctrl-C or a consumer that stops: stop the workers now, do not wait
+                ex.shutdown(wait=False, cancel_futures=True)
+                for p in list(getattr(ex, "_processes", {}).values()): p.terminate()
                 raise
         return
     yield from _submitit_jobs(fn, args, jobs, launcher, folder, threads, cluster or {})
@@ -212,6 +216,12 @@ def _submitit_jobs(fn, args, jobs, launcher, folder, threads, cluster):
     except (ValueError, TypeError, NameError) as e: raise ValueError(f"bad cluster parameters {params}: {e}") from None
     window = jobs if launcher == "local" else len(args)   # a scheduler queues the rest itself; locally, `jobs` at a time
     todo, running = list(enumerate(args)), {}
+    try: yield from _collect(ex, fn, threads, todo, running, window, launcher)
+    except BaseException:                           # Ctrl-C: cancel what is queued or running rather than orphan it
+        for j in running.values(): j.cancel(check=False)
+        raise
+
+def _collect(ex, fn, threads, todo, running, window, launcher):   # submit up to `window` jobs, yield them as they finish
     while todo or running:
         while todo and len(running) < window:
             i, a = todo.pop(0)
@@ -265,16 +275,20 @@ def _with_files(r: dict, cache_dir) -> dict:   # figure names -> paths of the ca
     return dict(r, figure_files={k: str(Path(cache_dir) / r["claim"] / f) for k, f in r.get("figures", {}).items()})
 
 def claim_fingerprint(c: Claim) -> str:
-    "The fingerprint of the code claim `c` runs: its chapter's module and what that imports."
-    return code_fingerprint(getattr(c.fn, "__module__", None))
+    "The fingerprint of the code claim `c` runs: its chapter's module and what that imports (and its own source, outside the package)."
+    mod = getattr(c.fn, "__module__", None) or ""
+    if mod.startswith("robustlearn."): return code_fingerprint(mod)
+    try: own = inspect.getsource(c.fn) + inspect.getsource(c.check)     # a claim from a notebook or a script
+    except (OSError, TypeError): own = repr(c)
+    return hashlib.sha256((code_fingerprint() + own).encode()).hexdigest()[:16]
 
-def cached_results(claims, seeds, out, quick, device) -> dict:
+def cached_results(claims, seeds, out, quick, device, fingerprints: dict | None = None) -> dict:
     "The still-valid cached results under `out`: {(claim name, seed): result}."
     res = {}
     for c in claims:
         for s in seeds:
             p = cache_file(out, c.name, s, quick, device)
-            r = read_cache(p, claim_fingerprint(c))
+            r = read_cache(p, fingerprints[c.name] if fingerprints else claim_fingerprint(c))
             if r: res[(c.name, s)] = _with_files(dict(r, cached=True), p.parent.parent)
     return res
 
@@ -344,10 +358,17 @@ def run_claims(names=None,                 # claim or chapter names; None: every
     seeds = tuple(seeds)
     if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise ValueError(f"seeds must be a non-empty sequence of non-negative ints, got {seeds!r}")
-    device, claims = get_device(device), resolve(names)
+    claims = resolve(names)
     byname = {c.name: c for c in claims}
+    if launcher == "slurm":      # resolved inside each job, on the cluster's node: the submitting machine may have no GPU
+        if device in (None, "auto"): raise ValueError("--launcher slurm needs --device cpu or --device cuda ('auto' would be "
+                                                      "decided on the machine that submits, not on the cluster's nodes)")
+        device = torch.device(device)
+    else: device = get_device(device)
+    if launcher == "local" and device.type == "cuda": cluster = {"gpus_per_node": 1, **(cluster or {})}   # else submitit hides the GPUs
+    fingerprints = {c.name: claim_fingerprint(c) for c in claims}   # of the code as it is now, before any job runs
     cache_dir = None if out is None else cache_file(out, "x", 0, quick, device).parent.parent
-    results = {} if (out is None or force) else cached_results(claims, seeds, out, quick, device)
+    results = {} if (out is None or force) else cached_results(claims, seeds, out, quick, device, fingerprints)
     groups = {}
     for c in claims:
         for s in seeds:
@@ -362,7 +383,7 @@ def run_claims(names=None,                 # claim or chapter names; None: every
     def report(): 
         if out is not None: write_report(pd.DataFrame(list(rows.values()), columns=COLUMNS), out, quick, seeds, device)
     report()
-    folder = out if out is not None else Path(__import__("tempfile").mkdtemp(prefix="robustlearn-jobs-"))
+    folder = out if (out is not None or launcher == "pool") else Path(__import__("tempfile").mkdtemp(prefix="robustlearn-jobs-"))
     job_args = [(groups[k], quick, k[1], str(device), None if cache_dir is None else str(cache_dir)) for k in keys]
     try:
         for i, res in run_jobs(run_claim_seed, job_args, jobs=jobs, launcher=launcher, folder=folder, threads=threads, cluster=cluster):
@@ -370,10 +391,12 @@ def run_claims(names=None,                 # claim or chapter names; None: every
                 res = [dict(claim=c.name, seed=keys[i][1], error=res.error, traceback=res.traceback, log=res.log, seconds=0.0)
                        for c in groups[keys[i]]]
             for r in res:
-                results[(r["claim"], r["seed"])] = _with_files(r, cache_dir)
                 if out is not None and "error" not in r:
-                    payload = dict(r, fingerprint=claim_fingerprint(byname[r["claim"]]), preset="quick" if quick else "full", device=device.type)
+                    payload = dict(r, fingerprint=fingerprints[r["claim"]], preset="quick" if quick else "full", device=device.type)
                     atomic_write(cache_file(out, r["claim"], r["seed"], quick, device), lambda t, p=payload: t.write_text(json.dumps(p)))
+                if out is not None and "error" in r and not r.get("log"):   # keep the traceback where the report can point
+                    r["log"] = str(atomic_write(Path(out) / "logs" / f"{r['claim']}-seed{r['seed']}.txt", lambda t, r=r: t.write_text(r.get("traceback", ""))))
+                results[(r["claim"], r["seed"])] = _with_files(r, cache_dir)
                 rows[r["claim"]] = _row(byname[r["claim"]], seeds, results)
             report()                                   # rewritten after every job: an interruption loses nothing
             bar.update(len(res))
@@ -479,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         claims = resolve(args.names)
-        device = get_device(args.device)
+        device = args.device if args.launcher == "slurm" else get_device(args.device)
         cluster = _cluster_params(args)
     except ValueError as e: return usage(e)
     if args.list:
@@ -490,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         df = run_claims([c.name for c in claims], quick=not args.full, seeds=range(args.seeds), device=device, out=args.out,
                         jobs=args.jobs, launcher=args.launcher, force=args.force, progress=not args.quiet, cluster=cluster,
                         log=lambda s: tqdm.write(s, file=sys.stderr))
-    except RuntimeError as e:                  # e.g. --launcher slurm where there is no SLURM
+    except (RuntimeError, ValueError) as e:    # e.g. --launcher slurm where there is no SLURM, bad cluster parameters
         print(f"robustlearn reproduce: error: {e}", file=sys.stderr); return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished runs are cached under {args.out}; run the same command again to go on", file=sys.stderr)

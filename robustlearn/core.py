@@ -155,6 +155,8 @@ def atomic_write(path: str | Path,   # the file to (re)place
     os.close(fd)
     try:
         write(Path(tmp))
+        umask = os.umask(0); os.umask(umask)      # mkstemp makes the file private (0600): give it a normal file's mode
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.remove(tmp)

@@ -66,12 +66,17 @@ def describe(x, width: int = 6) -> str:
 # %% ../nbs/06_exercises.ipynb #fd40d531
 def difference(expected, got, atol: float = 1e-5, rtol: float = 1e-4, where: str = "the result") -> str | None:
     "The first difference between `expected` and `got`, in words; None when they agree within the tolerances."
+    scalar = lambda v: isinstance(v, (int, float, np.number)) or (isinstance(v, (torch.Tensor, np.ndarray)) and v.ndim == 0)
+    if scalar(expected) and scalar(got) and not isinstance(expected, bool):   # 0-d tensors and numbers are the same answer
+        expected, got = float(expected), float(got)
+    if isinstance(expected, (tuple, list)) and isinstance(got, (torch.Tensor, np.ndarray)) and all(scalar(v) for v in expected):
+        got = torch.as_tensor(got).tolist()                                   # a list of numbers may come back as a tensor
     if isinstance(expected, (torch.Tensor, np.ndarray)):
         if not isinstance(got, (torch.Tensor, np.ndarray)):
             return f"{where} should be a {'tensor' if isinstance(expected, torch.Tensor) else 'NumPy array'}, got {type(got).__name__}"
         e, g = torch.as_tensor(expected).detach().cpu(), torch.as_tensor(got).detach().cpu()
         if e.shape != g.shape: return f"{where} should have shape {tuple(e.shape)}, got {tuple(g.shape)}"
-        if e.dtype.is_floating_point != g.dtype.is_floating_point or (e.dtype == torch.bool) != (g.dtype == torch.bool):
+        if e.dtype.is_floating_point != g.dtype.is_floating_point:            # bool and integer labels are the same answer
             return f"{where} should have dtype {e.dtype}, got {g.dtype}"
         e, g = e.double(), g.double()
         bad = ~(torch.isclose(e, g, rtol=rtol, atol=atol, equal_nan=True))

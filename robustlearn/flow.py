@@ -492,6 +492,11 @@ def _coupling_cases(gen):
             ("already matched", (torch.arange(4.).view(4, 1), torch.arange(4.).view(4, 1) + 0.1))] + \
            [(f"random batch {i}", (torch.randn(12, 2, generator=gen), torch.randn(12, 2, generator=gen) + 3)) for i in range(3)]
 
+def _ot_backwards(x0, x1):   # a common slip: the assignment read the wrong way round
+    from scipy.optimize import linear_sum_assignment
+    _, cols = linear_sum_assignment((torch.cdist(x0, x1) ** 2).numpy())   # cols[i]: the x1 row matched to x0's row i
+    return x0[torch.as_tensor(cols)]                                      # right: x0[argsort(cols)], x0's row for each x1 row
+
 def _same_cost(expected, got, args):   # ties in the assignment make several answers optimal: compare costs
     x0, x1 = args
     got = torch.as_tensor(got)
@@ -518,4 +523,4 @@ exercise("flow.ot_coupling",
          "minimises the total squared distance (minibatch optimal transport; scipy.optimize.linear_sum_assignment helps).",
          reference=ot_coupling, cases=_coupling_cases, compare=_same_cost,
          hint="build the (B, B) cost |x1_i - x0_j|^2; the assignment gives, for each data row i, the noise row j",
-         mistake=lambda x0, x1: x0)
+         mistake=_ot_backwards)

@@ -50,9 +50,8 @@ def test_cache_reuses_and_force_recomputes(registry, tmp_path, monkeypatch):
     _toy_claims()
     first = run_claims(seeds=(0, 1), device="cpu", out=tmp_path)
     assert first.cached.sum() == 0
-    t0 = time.perf_counter()
     again = run_claims(seeds=(0, 1), device="cpu", out=tmp_path)
-    assert time.perf_counter() - t0 < 5 and list(again.cached) == [2, 2, 2]
+    assert list(again.cached) == [2, 2, 2]                               # nothing recomputed
     assert _numbers(again) == _numbers(first)
     assert run_claims(seeds=(0, 1), device="cpu", out=tmp_path, force=True).cached.sum() == 0
     assert run_claims(seeds=(0, 1, 2), device="cpu", out=tmp_path).cached.sum() == 6   # only seed 2 is new
@@ -93,11 +92,11 @@ def test_slurm_without_a_cluster_is_a_clear_error(tmp_path, capsys):
     assert claims.main(["reproduce", "flow.likelihood_is_exact", "--launcher", "slurm", "--out", str(tmp_path), "--quiet"]) == 2
     assert "slurm cluster" in capsys.readouterr().err
 
-def test_bad_job_options():
+def test_bad_job_options(tmp_path):
     with pytest.raises(ValueError, match="jobs must be a positive int"): list(run_jobs(print, [()], jobs=0))
     with pytest.raises(ValueError, match="needs a folder"): list(run_jobs(print, [()], launcher="local"))
     with pytest.raises(ValueError, match="bad cluster parameters"):
-        list(run_jobs(print, [()], launcher="local", folder="/tmp/robustlearn-test-jobs", cluster={"no_such": 1}))
+        list(run_jobs(print, [()], launcher="local", folder=tmp_path, cluster={"no_such": 1}))
 
 def test_cli_cluster_options(tmp_path, capsys):
     assert claims.main(["reproduce", "--jobs", "0", "--list"]) == 2
@@ -105,3 +104,32 @@ def test_cli_cluster_options(tmp_path, capsys):
     (tmp_path / "c.json").write_text("[1, 2]")
     assert claims.main(["reproduce", "--cluster-config", str(tmp_path / "c.json"), "--list"]) == 2
     assert "submitit parameters" in capsys.readouterr().err
+
+def test_in_process_jobs_keep_the_callers_threads():
+    "A sweep inside a claim job (run_jobs in run_jobs) must not undo the job's share of the cores."
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert dict(run_jobs(torch.get_num_threads, [()])) == {0: 1}
+    finally: torch.set_num_threads(old)
+
+def test_slurm_needs_an_explicit_device(registry):
+    _toy_claims()
+    with pytest.raises(ValueError, match="--launcher slurm needs --device cpu or --device cuda"):
+        run_claims(seeds=(0,), launcher="slurm")
+
+def test_error_rows_point_to_their_traceback(registry, tmp_path):
+    @claims.claim("bad.raises", paper="-", statement="raises", check=lambda m: True)
+    def _raise(quick, seed, device): raise ZeroDivisionError("deep inside")
+    row = run_claims(seeds=(0,), device="cpu", out=tmp_path).iloc[0]
+    assert row.verdict == "error" and "ZeroDivisionError: deep inside" in open(row.log).read()
+
+def test_claims_outside_the_package_are_fingerprinted_with_their_source(registry):
+    "A claim from a notebook or a script: editing its function or its check invalidates its cache."
+    def one(quick, seed, device): return {"x": 1.0}
+    def two(quick, seed, device): return {"x": 2.0}
+    a = claims.Claim("nb.x", "-", "s", one, lambda m: True)
+    b = claims.Claim("nb.x", "-", "s", two, lambda m: True)
+    c = claims.Claim("nb.x", "-", "s", one, lambda m: m["x"] > 0)
+    assert claims.claim_fingerprint(a) == claims.claim_fingerprint(claims.Claim("nb.x", "-", "s", one, a.check))
+    assert len({claims.claim_fingerprint(a), claims.claim_fingerprint(b), claims.claim_fingerprint(c)}) == 3

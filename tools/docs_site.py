@@ -18,8 +18,9 @@ def build(root: Path = ROOT) -> Path:
     "Run nbdev-proc-nbs and lay out _docs_src/; return its path (raises on a notebook that cannot be processed)."
     proc = root / "_proc"
     shutil.rmtree(proc, ignore_errors=True)
-    bin_dir = Path(sys.executable).parent
-    r = subprocess.run([str(bin_dir / "nbdev-proc-nbs")], cwd=root, capture_output=True, text=True)
+    exe = Path(sys.executable).parent / "nbdev-proc-nbs"
+    if not exe.exists(): raise SystemExit(f"{exe} not found: install the dev extras (pip install -e '.[dev]', or make docs-check)")
+    r = subprocess.run([str(exe)], cwd=root, capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"nbdev-proc-nbs failed: a notebook cannot be processed\n{(r.stdout + r.stderr)[-4000:]}")
     src = root / "_docs_src"
