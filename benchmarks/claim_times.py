@@ -11,7 +11,7 @@ code changed since; --force times everything again. With --readme, the table rep
 import argparse, os, platform, re, sys
 from pathlib import Path
 import torch
-from robustlearn.claims import load_chapters, run_claims
+from robustlearn.claims import cores, load_chapters, run_claims
 
 TARGET, LIMIT = 60, 180
 
@@ -31,14 +31,17 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/claim-times")
     p.add_argument("--force", action="store_true")
+    p.add_argument("--jobs", type=int, default=1, help="jobs at a time (default 1: each claim timed alone)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per job (default: every core)")
     p.add_argument("--readme", help="write the table into this file between the claim-times markers")
     a = p.parse_args()
     load_chapters()
-    df = run_claims(a.names or None, seeds=(a.seed,), device="cpu", out=a.out, force=a.force, progress=True)
+    threads = a.threads or cores()
+    df = run_claims(a.names or None, seeds=(a.seed,), device="cpu", out=a.out, force=a.force, progress=True, jobs=a.jobs, threads=threads)
     md = table(df)
     total = df.seconds.sum()
-    head = (f"Quick preset, seed {a.seed}, one job on {os.cpu_count()} cores ({platform.processor() or platform.machine()}), "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads: {total / 60:.1f} minutes for every claim once.")
+    head = (f"Quick preset, seed {a.seed}, {a.jobs} job(s) at a time, {threads} torch thread(s) each ({platform.processor() or platform.machine()}), "
+            f"torch {torch.__version__}: {total / 60:.1f} minutes for every claim once.")
     print(head, md, sep="\n\n")
     if a.readme:
         path = Path(a.readme); text = path.read_text()

@@ -19,9 +19,9 @@ from tqdm.auto import tqdm
 from .core import atomic_write, get_device, set_seed, show_progress
 
 # %% auto #0
-__all__ = ['REDUCERS', 'REGISTRY', 'LAUNCHERS', 'DEFAULT_JOBS', 'COLUMNS', 'ClaimResult', 'Claim', 'claim', 'load_chapters',
-           'resolve', 'cores', 'JobError', 'run_jobs', 'code_fingerprint', 'cache_file', 'read_cache',
-           'claim_fingerprint', 'cached_results', 'run_claim_seed', 'run_claims', 'write_report', 'main']
+__all__ = ['REDUCERS', 'REGISTRY', 'LAUNCHERS', 'COLUMNS', 'ClaimResult', 'Claim', 'claim', 'load_chapters', 'resolve', 'cores',
+           'JobError', 'run_jobs', 'code_fingerprint', 'cache_file', 'read_cache', 'claim_fingerprint',
+           'cached_results', 'run_claim_seed', 'run_claims', 'write_report', 'main']
 
 # %% ../nbs/04_claims.ipynb #e64739fd
 @dataclass
@@ -136,8 +136,6 @@ def resolve(names=None) -> list[Claim]:
 
 # %% ../nbs/04_claims.ipynb #258daabd
 LAUNCHERS = ("pool", "local", "slurm")
-# measured on a 2-core machine (see the README): two jobs of one thread each were no faster than one job of two threads
-DEFAULT_JOBS = 1
 
 _POOL_HINT = {"BrokenProcessPool": " (a worker process died: out of memory, or, in a script, run_claims/run_jobs with jobs > 1 "
                                    "called outside `if __name__ == \"__main__\":`)"}
@@ -260,9 +258,10 @@ def code_fingerprint(module: str | None = None   # e.g. "robustlearn.flow": that
     for p in files: h.update(p.name.encode()); h.update(p.read_bytes())
     return h.hexdigest()[:16]
 
-def cache_file(out: str | Path, name: str, seed: int, quick: bool, device) -> Path:
-    "Where the result of claim `name` at `seed` (preset, device kind) is cached under the output folder `out`."
-    return Path(out) / "cache" / f"{'quick' if quick else 'full'}-{get_device(device).type}" / name / f"seed{seed}.json"
+def cache_file(out: str | Path, name: str, seed: int, quick: bool, device, threads: int = 1) -> Path:
+    "Where the result of claim `name` at `seed` (preset, device kind, torch threads) is cached under the output folder `out`."
+    kind = torch.device(device).type if not isinstance(device, str) or device != "auto" else get_device(device).type
+    return Path(out) / "cache" / f"{'quick' if quick else 'full'}-{kind}-{threads}thread" / name / f"seed{seed}.json"
 
 def read_cache(path: Path, fingerprint: str) -> dict | None:
     "The cached result at `path` if it was computed by the same code, else None."
@@ -282,12 +281,12 @@ def claim_fingerprint(c: Claim) -> str:
     except (OSError, TypeError): own = repr(c)
     return hashlib.sha256((code_fingerprint() + own).encode()).hexdigest()[:16]
 
-def cached_results(claims, seeds, out, quick, device, fingerprints: dict | None = None) -> dict:
+def cached_results(claims, seeds, out, quick, device, fingerprints: dict | None = None, threads: int = 1) -> dict:
     "The still-valid cached results under `out`: {(claim name, seed): result}."
     res = {}
     for c in claims:
         for s in seeds:
-            p = cache_file(out, c.name, s, quick, device)
+            p = cache_file(out, c.name, s, quick, device, threads)
             r = read_cache(p, fingerprints[c.name] if fingerprints else claim_fingerprint(c))
             if r: res[(c.name, s)] = _with_files(dict(r, cached=True), p.parent.parent)
     return res
@@ -352,12 +351,13 @@ def run_claims(names=None,                 # claim or chapter names; None: every
                force: bool = False,        # recompute results the cache under `out` still holds
                progress: bool | None = None,   # one bar over every (claim, seed) run
                cluster: dict | None = None,    # submitit parameters for "local"/"slurm"
-               threads: int | None = None,     # torch threads per job
+               threads: int = 1,           # torch threads per job, whatever `jobs` is: numbers depend on it, not on `jobs`
               ) -> pd.DataFrame:
     "Run claims over seeds (cached, in parallel); return one row per claim: numbers, verdict, per-seed verdicts, seconds."
     seeds = tuple(seeds)
     if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
         raise ValueError(f"seeds must be a non-empty sequence of non-negative ints, got {seeds!r}")
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1: raise ValueError(f"threads must be a positive int, got {threads!r}")
     claims = resolve(names)
     byname = {c.name: c for c in claims}
     if launcher == "slurm":      # resolved inside each job, on the cluster's node: the submitting machine may have no GPU
@@ -367,8 +367,8 @@ def run_claims(names=None,                 # claim or chapter names; None: every
     else: device = get_device(device)
     if launcher == "local" and device.type == "cuda": cluster = {"gpus_per_node": 1, **(cluster or {})}   # else submitit hides the GPUs
     fingerprints = {c.name: claim_fingerprint(c) for c in claims}   # of the code as it is now, before any job runs
-    cache_dir = None if out is None else cache_file(out, "x", 0, quick, device).parent.parent
-    results = {} if (out is None or force) else cached_results(claims, seeds, out, quick, device, fingerprints)
+    cache_dir = None if out is None else cache_file(out, "x", 0, quick, device, threads).parent.parent
+    results = {} if (out is None or force) else cached_results(claims, seeds, out, quick, device, fingerprints, threads)
     groups = {}
     for c in claims:
         for s in seeds:
@@ -393,7 +393,7 @@ def run_claims(names=None,                 # claim or chapter names; None: every
             for r in res:
                 if out is not None and "error" not in r:
                     payload = dict(r, fingerprint=fingerprints[r["claim"]], preset="quick" if quick else "full", device=device.type)
-                    atomic_write(cache_file(out, r["claim"], r["seed"], quick, device), lambda t, p=payload: t.write_text(json.dumps(p)))
+                    atomic_write(cache_file(out, r["claim"], r["seed"], quick, device, threads), lambda t, p=payload: t.write_text(json.dumps(p)))
                 if out is not None and "error" in r and not r.get("log"):   # keep the traceback where the report can point
                     r["log"] = str(atomic_write(Path(out) / "logs" / f"{r['claim']}-seed{r['seed']}.txt", lambda t, r=r: t.write_text(r.get("traceback", ""))))
                 results[(r["claim"], r["seed"])] = _with_files(r, cache_dir)
@@ -471,8 +471,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: auto (CUDA if present)")
     r.add_argument("--out", default="reproduce", metavar="DIR", help="where to write report.json, report.md, figures and the cache")
     r.add_argument("--list", action="store_true", help="list the registered claims and exit")
-    r.add_argument("--jobs", type=int, default=DEFAULT_JOBS, metavar="N",
-                   help=f"(chapter, seed) jobs at a time, each with cores/N torch threads (default {DEFAULT_JOBS})")
+    r.add_argument("--jobs", type=int, metavar="N", help="(chapter, seed) jobs at a time (default: cores / threads, at most 8)")
+    r.add_argument("--threads", type=int, default=1, metavar="T",
+                   help="torch threads per job (default 1); the numbers depend on it, never on --jobs")
     r.add_argument("--launcher", default="pool", choices=LAUNCHERS,
                    help="pool: processes on this machine; local or slurm: through submitit (one job per chapter and seed)")
     r.add_argument("--force", action="store_true", help="recompute results that the cache still holds")
@@ -495,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
         p.print_help(); return 2
     def usage(msg): print(f"robustlearn reproduce: error: {msg}", file=sys.stderr); return 2
     if args.seeds < 1: return usage(f"--seeds must be at least 1, got {args.seeds}")
+    if args.threads < 1: return usage(f"--threads must be at least 1, got {args.threads}")
+    if args.jobs is None: args.jobs = max(1, min(8, cores() // args.threads))   # measured fastest on 2 cores: see the README
     if args.jobs < 1: return usage(f"--jobs must be at least 1, got {args.jobs}")
     load_chapters()
     if not REGISTRY and not args.names:
@@ -511,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         df = run_claims([c.name for c in claims], quick=not args.full, seeds=range(args.seeds), device=device, out=args.out,
-                        jobs=args.jobs, launcher=args.launcher, force=args.force, progress=not args.quiet, cluster=cluster,
+                        jobs=args.jobs, threads=args.threads, launcher=args.launcher, force=args.force, progress=not args.quiet, cluster=cluster,
                         log=lambda s: tqdm.write(s, file=sys.stderr))
     except (RuntimeError, ValueError) as e:    # e.g. --launcher slurm where there is no SLURM, bad cluster parameters
         print(f"robustlearn reproduce: error: {e}", file=sys.stderr); return 2

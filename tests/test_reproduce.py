@@ -89,7 +89,7 @@ def test_submitit_failed_job_reports_its_log(tmp_path):
 def test_slurm_without_a_cluster_is_a_clear_error(tmp_path, capsys):
     import shutil
     if shutil.which("srun"): pytest.skip("a SLURM cluster is here")
-    assert claims.main(["reproduce", "flow.likelihood_is_exact", "--launcher", "slurm", "--out", str(tmp_path), "--quiet"]) == 2
+    assert claims.main(["reproduce", "flow.likelihood_is_exact", "--launcher", "slurm", "--device", "cpu", "--out", str(tmp_path), "--quiet"]) == 2
     assert "slurm cluster" in capsys.readouterr().err
 
 def test_bad_job_options(tmp_path):
@@ -133,3 +133,12 @@ def test_claims_outside_the_package_are_fingerprinted_with_their_source(registry
     c = claims.Claim("nb.x", "-", "s", one, lambda m: m["x"] > 0)
     assert claims.claim_fingerprint(a) == claims.claim_fingerprint(claims.Claim("nb.x", "-", "s", one, a.check))
     assert len({claims.claim_fingerprint(a), claims.claim_fingerprint(b), claims.claim_fingerprint(c)}) == 3
+
+def test_numbers_do_not_depend_on_jobs_because_threads_are_fixed(registry, monkeypatch):
+    "Threads per job stay at `threads` whatever `jobs` is: a job sees the same thread count serially and in a pool."
+    @claims.claim("toy.threads", paper="-", statement="reports its threads", check=lambda m: True)
+    def _t(quick, seed, device): return {"threads": float(torch.get_num_threads())}
+    serial = run_claims(seeds=(0,), device="cpu").iloc[0]["values"]
+    pool = run_claims(seeds=(0,), device="cpu", jobs=2).iloc[0]["values"]
+    assert serial == pool == {"threads": 1.0}
+    assert run_claims(seeds=(0,), device="cpu", threads=2).iloc[0]["values"] == {"threads": 2.0}
