@@ -191,8 +191,9 @@ def run_jobs(fn: Callable,            # fn(*args) -> result; run in worker proce
                     yield futs[f], (f.result() if e is None else JobError(f"{type(e).__name__}: {e}" + _POOL_HINT.get(type(e).__name__, ""),
                         "".join(traceback.format_exception(type(e), e, e.__traceback__))))
             except BaseException:                   # Ctrl-C or a consumer that stops: stop the workers now, do not wait
+                workers = list((getattr(ex, "_processes", None) or {}).values())   # shutdown forgets them
                 ex.shutdown(wait=False, cancel_futures=True)
-                for p in list(getattr(ex, "_processes", {}).values()): p.terminate()
+                for p in workers: p.terminate()
                 raise
         return
     yield from _submitit_jobs(fn, args, jobs, launcher, folder, threads, cluster or {})

@@ -89,7 +89,7 @@ def test_selection_without_valid_groups_is_refused(digits):
 
 def test_claims_hold_over_three_seeds():
     "The paper's three claims, quick preset, medians over seeds 0, 1, 2, thresholds as registered."
-    df = run_claims(["balancing"], quick=True, seeds=(0, 1, 2), device="cpu")
+    df = run_claims(["balancing"], quick=True, seeds=(0, 1, 2), device="cpu", threads=2)
     assert len(df) == 3
     bad = df[df.verdict != "holds"]
     assert bad.empty, bad[["claim", "measured", "detail"]].to_string()

@@ -62,5 +62,5 @@ def test_bad_input(call, exc, fragment):
 def test_claim_holds_over_two_seeds():
     "TV of 10k samples <= 0.1 on the 16 x 16 checkerboard, quick preset, median over seeds 0 and 1."
     from robustlearn.claims import run_claims
-    df = run_claims(["discrete_flow.matches_target"], seeds=(0, 1), device="cpu")
+    df = run_claims(["discrete_flow.matches_target"], seeds=(0, 1), device="cpu", threads=2)
     assert (df.verdict == "holds").all(), df.detail.tolist()

@@ -112,13 +112,13 @@ def test_bad_input(call, exc, fragment):
 
 def test_likelihood_claim_holds_over_three_seeds():
     from robustlearn.claims import run_claims
-    df = run_claims(["flow.likelihood_is_exact"], seeds=(0, 1, 2), device="cpu")
+    df = run_claims(["flow.likelihood_is_exact"], seeds=(0, 1, 2), device="cpu", threads=2)
     assert (df.verdict == "holds").all(), df.detail.tolist()
 
 def test_training_claims_hold_over_two_seeds():
     "OT straightening and guidance, quick preset, medians over seeds 0 and 1 (about 4 minutes on 2 CPU cores)."
     from robustlearn.claims import run_claims
-    df = run_claims(["flow.ot_straightens_paths", "flow.guidance_works"], seeds=(0, 1), device="cpu")
+    df = run_claims(["flow.ot_straightens_paths", "flow.guidance_works"], seeds=(0, 1), device="cpu", threads=2)
     bad = df[df.verdict != "holds"]
     assert bad.empty, bad[["claim", "measured"]].to_string()
 
@@ -127,5 +127,5 @@ def test_training_claims_hold_over_two_seeds():
                                       "seeds 0-2, above the 0.3 threshold; 12000 steps reached 0.26 on seed 0")
 def test_checkerboard_nll_claim_at_quick_preset():
     from robustlearn.claims import run_claims
-    df = run_claims(["flow.checkerboard_nll"], seeds=(0,), device="cpu")
+    df = run_claims(["flow.checkerboard_nll"], seeds=(0,), device="cpu", threads=2)
     assert (df.verdict == "holds").all(), df.detail.tolist()

@@ -102,13 +102,13 @@ def test_icrm_training_is_deterministic():
 
 @pytest.mark.slow
 def test_icl_claims_hold_two_seeds():
-    df = run_claims(["icl"], quick=True, seeds=(0, 1), device="cpu")
+    df = run_claims(["icl"], quick=True, seeds=(0, 1), device="cpu", threads=2)
     assert (df.verdict == "holds").all(), df[["claim", "detail"]].to_string()
 
 
 @pytest.mark.slow
 def test_icrm_claim_holds_two_seeds():
-    df = run_claims(["icrm.context_helps"], quick=True, seeds=(0, 1), device="cpu")
+    df = run_claims(["icrm.context_helps"], quick=True, seeds=(0, 1), device="cpu", threads=2)
     assert (df.verdict == "holds").all(), df[["claim", "detail"]].to_string()
 
 

@@ -138,14 +138,14 @@ def test_story_names_are_copied_not_memorised():
 
 
 def test_memory_claim_holds_quick():
-    df = run_claims(["mtp.memory_is_flat"], quick=True, seeds=(0,), device="cpu")
+    df = run_claims(["mtp.memory_is_flat"], quick=True, seeds=(0,), device="cpu", threads=2)
     row = df.iloc[0]
     assert row.verdict == "holds", row.detail
 
 
 @pytest.mark.slow
 def test_speculative_claims_hold_two_seeds():
-    df = run_claims(["mtp.speculative_is_exact", "mtp.speculative_is_faster"], quick=True, seeds=(0, 1), device="cpu")
+    df = run_claims(["mtp.speculative_is_exact", "mtp.speculative_is_faster"], quick=True, seeds=(0, 1), device="cpu", threads=2)
     assert (df.verdict == "holds").all(), df[["claim", "detail"]].to_string()
 
 

@@ -142,3 +142,15 @@ def test_numbers_do_not_depend_on_jobs_because_threads_are_fixed(registry, monke
     pool = run_claims(seeds=(0,), device="cpu", jobs=2).iloc[0]["values"]
     assert serial == pool == {"threads": 1.0}
     assert run_claims(seeds=(0,), device="cpu", threads=2).iloc[0]["values"] == {"threads": 2.0}
+
+def test_stopping_a_pool_run_does_not_wait_for_running_jobs():
+    "Ctrl-C (or leaving the loop) terminates the workers instead of waiting for their long jobs to end."
+    def nap(s): time.sleep(s); return s
+    t0 = time.perf_counter()
+    gen = run_jobs(nap, [(0.0,), (60.0,), (60.0,), (60.0,)], jobs=2)
+    assert next(gen) == (0, 0.0)
+    gen.close()                                       # what an exception in the consumer does
+    assert time.perf_counter() - t0 < 30              # not the 60 s a waiting shutdown would take
+    import multiprocessing
+    time.sleep(1)
+    assert not [p for p in multiprocessing.active_children() if p.is_alive() and "SpawnProcess" in p.name]   # workers stopped

@@ -104,7 +104,7 @@ def test_bad_input(call, exc, fragment, digits):
 
 def test_claims_hold_over_three_seeds():
     "XRM's two claims and MAT's, quick preset, medians over seeds 0, 1, 2."
-    df = run_claims(["xrm", "mat"], quick=True, seeds=(0, 1, 2), device="cpu")
+    df = run_claims(["xrm", "mat"], quick=True, seeds=(0, 1, 2), device="cpu", threads=2)
     assert len(df) == 3
     bad = df[df.verdict != "holds"]
     assert bad.empty, bad[["claim", "measured", "detail"]].to_string()
