@@ -6,7 +6,7 @@ Docs: https://robustlearn.github.io/robustlearn/exercises.html.md"""
 
 # %% ../nbs/06_exercises.ipynb #df2e69bf
 from __future__ import annotations
-import copy, importlib, inspect, math, pkgutil, re
+import copy, inspect, math, re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -112,9 +112,8 @@ def difference(expected, got, atol: float = 1e-5, rtol: float = 1e-4, where: str
 def get_exercise(name: str) -> Exercise:
     "The registered exercise `name`, importing the chapters first so that theirs are registered."
     if name not in EXERCISES:
-        import robustlearn
-        for m in pkgutil.iter_modules(robustlearn.__path__):
-            if not m.name.startswith("_"): importlib.import_module(f"robustlearn.{m.name}")
+        from robustlearn.claims import load_chapters   # the same import of every chapter that registers the claims
+        load_chapters()
     if name not in EXERCISES:
         raise ValueError(f"unknown exercise {name!r}; registered: {', '.join(sorted(EXERCISES)) or '(none)'}")
     return EXERCISES[name]
