@@ -18,7 +18,7 @@ from tqdm import tqdm
 # %% auto #0
 __all__ = ['set_seed', 'get_device', 'model_device', 'in_test', 'index_data', 'data_len', 'Batches', 'Config', 'atomic_write',
            'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'to_device', 'History', 'make_optimizer',
-           'show_progress', 'fit', 'ce_loss', 'set_plot_theme']
+           'show_progress', 'lr_factor', 'fit', 'ce_loss', 'set_plot_theme']
 
 # %% ../nbs/00_core.ipynb #37924f00
 def set_seed(seed: int  # a non-negative integer
@@ -246,6 +246,12 @@ def show_progress(progress: bool | None) -> bool:
     return "ipykernel" in sys.modules or sys.stderr.isatty()
 
 # %% ../nbs/00_core.ipynb #4ed08434
+def lr_factor(step: int, steps: int, schedule: str = "cosine", warmup: int = 0, min_lr: float = 0.0) -> float:
+    "The learning rate at `step` as a fraction of the peak: linear warm-up, then constant or cosine down to `min_lr`."
+    if step < warmup: return (step + 1) / warmup
+    if schedule == "constant": return 1.0
+    return min_lr + (1 - min_lr) * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
 def fit(model: torch.nn.Module,
         loss_fn: Callable,                 # loss_fn(model, batch) -> scalar tensor
         data,                              # a data set (batched with `Batches`) or a function step -> batch
@@ -265,7 +271,9 @@ def fit(model: torch.nn.Module,
         checkpoint_every: int | None = None,   # save every this many steps (and at the end)
         resume: bool = False,              # continue from `checkpoint` if it exists
         desc: str = "fit",                 # the progress bar's label
-        lr_schedule: str = "constant",     # "constant", or "cosine": decay from lr to 0 over the run
+        lr_schedule: str = "constant",     # "constant", or "cosine": decay from lr to min_lr * lr over the run
+        warmup: int = 0,                   # steps of linear warm-up from lr / warmup to lr, before the schedule
+        min_lr: float = 0.0,               # the cosine's floor, as a fraction of lr
         backward: bool = True,             # False: loss_fn computes the gradients itself and returns the loss to log
        ) -> History:
     "Train `model` for `steps` steps of `loss_fn` on batches of `data`; return the `History`."
@@ -277,6 +285,8 @@ def fit(model: torch.nn.Module,
     if resume and checkpoint is None: raise ValueError("resume=True needs a checkpoint path")
     if checkpoint_every and checkpoint is None: raise ValueError("checkpoint_every needs a checkpoint path")
     if lr_schedule not in ("constant", "cosine"): raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+    if not (isinstance(warmup, int) and 0 <= warmup <= steps): raise ValueError(f"warmup must be an int in [0, steps], got {warmup!r}")
+    if not 0 <= min_lr <= 1: raise ValueError(f"min_lr is a fraction of lr in [0, 1], got {min_lr!r}")
     device = get_device(device)
     batch_at = data if callable(data) and not hasattr(data, "__len__") else Batches(data, batch_size, seed=seed)
     model.to(device).train()
@@ -299,8 +309,8 @@ def fit(model: torch.nn.Module,
 
     bar = tqdm(range(start, steps), desc=desc, disable=not show_progress(progress), leave=False)
     for step in bar:
-        if lr_schedule == "cosine":   # a function of the step alone, so a resumed run follows the same schedule
-            for grp in opt.param_groups: grp["lr"] = grp["initial_lr"] * 0.5 * (1 + math.cos(math.pi * step / steps))
+        if lr_schedule == "cosine" or warmup:   # a function of the step alone, so a resumed run follows the same schedule
+            for grp in opt.param_groups: grp["lr"] = grp["initial_lr"] * lr_factor(step, steps, lr_schedule, warmup, min_lr)
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model, to_device(batch_at(step), device))
         if not isinstance(loss, torch.Tensor) or loss.dim() != 0:

@@ -22,8 +22,9 @@ from .exercises import exercise
 
 # %% auto #0
 __all__ = ['SHIFTS', 'QUERY_SHIFTS', 'STEPS_PER_SEED', 'BASELINES', 'sample_prompts', 'prompt_generator', 'ICLTransformer',
-           'ICLSetMLP', 'Curriculum', 'train_icl', 'baseline_predict', 'error_curve', 'ICLExperiment', 'icl_models',
-           'transformer_tracks_ols', 'setmlp_lags', 'shift_resilience']
+           'ICLSetMLP', 'Curriculum', 'train_icl', 'baseline_predict', 'error_curve', 'ICLExperiment', 'monitor_nse',
+           'icl_models', 'excess_error', 'transformer_tracks_ols', 'setmlp_lags', 'shift_resilience',
+           'severe_shift_breaks_both']
 
 # %% ../nbs/31_icl.ipynb #1ceed5b0
 SHIFTS = ("none", "skewed", "subspace", "noise", "x_scale", "w_scale", "orthant", "orthogonal", "repeat", "longer")
@@ -114,9 +115,10 @@ class ICLTransformer(nn.Module):
 
 class ICLSetMLP(nn.Module):
     "A set-MLP in-context regressor: y_i from the mean of the pairs before i and x_i."
-    def __init__(self, d: int, max_points: int | None = None, hidden: int = 256, depth: int = 2):
+    def __init__(self, d: int, max_points: int | None = None, hidden: int = 256, depth: int = 2,
+                 d_set: int | None = None):   # size of the set embedding (default: hidden; iclmlp: 100)
         super().__init__()
-        self.net = SetMLP(d + 1, d, 1, hidden=hidden, d_set=hidden, depth=depth)
+        self.net = SetMLP(d + 1, d, 1, hidden=hidden, d_set=d_set or hidden, depth=depth)
         self.d, self.max_points = d, max_points
 
     def forward(self, xs, ys):                                               # (B, N, d), (B, N) -> (B, N)
@@ -141,21 +143,28 @@ class Curriculum:
 
 def train_icl(model: nn.Module, *, d: int, n_points: int, steps: int = 2000, batch_size: int = 64, lr: float = 1e-3,
               curriculum: Curriculum | None = None, task: str = "linear", noise_std: float = 0.0,
+              prompts: int | None = None,   # None: fresh prompts every step; N: epochs over one fixed set of N prompts
               seed: int = 0, device=None, progress: bool | None = None, **fit_kw) -> History:
-    "Train an in-context regressor on fresh prompts every step (batch = f(seed, step))."
+    "Train an in-context regressor on fresh prompts every step (batch = f(seed, step)), or on a fixed set of prompts."
     if model.d != d: raise ValueError(f"the model was built for d={model.d}, not d={d}")
     if model.max_points is not None and n_points > model.max_points:
         raise ValueError(f"n_points={n_points} exceeds the model's context of {model.max_points} points")
     if steps > STEPS_PER_SEED: raise ValueError(f"steps must be at most {STEPS_PER_SEED} (each step has its own prompts), got {steps}")
+    def loss_fn(m, batch):
+        xs, ys, da = batch
+        return ((m(xs, ys) - ys) ** 2).mean() / da.flatten()[0]
+    if prompts is not None:                                                  # iclmlp's protocol
+        if not isinstance(prompts, int) or prompts < 1: raise ValueError(f"prompts must be a positive int or None, got {prompts!r}")
+        if curriculum is not None: raise ValueError("a curriculum needs fresh prompts: give curriculum or prompts, not both")
+        xs, ys, _ = sample_prompts(prompts, n_points, d, task=task, noise_std=noise_std, generator=prompt_generator(seed, 0))
+        return fit(model, loss_fn, (xs, ys, torch.full((prompts,), d)), steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                   device=device, progress=progress, desc=f"{type(model).__name__} ({prompts} prompts)", **fit_kw)
     cur = curriculum or Curriculum(d, n_points)
     def batch_at(step):
         da, n = cur.at(step)
         g = prompt_generator(seed, step)
         xs, ys, _ = sample_prompts(batch_size, n, d, task=task, noise_std=noise_std, d_active=da, generator=g)
         return xs, ys, torch.tensor(da)
-    def loss_fn(m, batch):
-        xs, ys, da = batch
-        return ((m(xs, ys) - ys) ** 2).mean() / da
     return fit(model, loss_fn, batch_at, steps=steps, lr=lr, seed=seed, device=device, progress=progress,
                desc=type(model).__name__, **fit_kw)
 
@@ -245,27 +254,53 @@ class ICLExperiment(Config):
     n_layer: int = 3
     n_head: int = 4
     d_model: int = 64
-    setmlp_hidden: int = 256
     steps: int = 6000
     batch_size: int = 128
     lr: float = 3e-4             # 1e-3 stays on the initial plateau (NSE 0.79 after 8000 steps)
     curriculum_every: int = 100
+    setmlp_hidden: int = 256
+    setmlp_d_set: int = 256
+    setmlp_depth: int = 2
+    setmlp_prompts: int | None = 20000   # iclmlp's protocol: a fixed set of prompts (None: fresh prompts, the curriculum)
+    setmlp_steps: int | None = None      # default: steps
+    setmlp_batch_size: int = 128
+    setmlp_lr: float = 1e-3
     n_prompts: int = 500         # test prompts per curve
-    FULL: ClassVar[dict] = dict(d=20, n_points=41, max_points=80, n_layer=12, n_head=8, d_model=256, steps=100000,
-                                batch_size=64, lr=1e-4, curriculum_every=2000, n_prompts=1280)
+    FULL: ClassVar[dict] = dict(  # transformer: Garg et al.'s GPT-2 and curriculum; set-MLP: iclmlp (200k prompts, 500 epochs)
+        d=10, n_points=50, max_points=100, n_layer=12, n_head=8, d_model=256, steps=100000, batch_size=64, lr=1e-4,
+        curriculum_every=2000, setmlp_hidden=500, setmlp_d_set=100, setmlp_depth=3, setmlp_prompts=200000,
+        setmlp_steps=781250, n_prompts=1280)
 
-def icl_models(cfg: ICLExperiment | None = None, seed: int = 0, device=None, progress: bool | None = False) -> dict:
-    "Train the transformer and the set-MLP on the same prompts; return both with their histories."
+def monitor_nse(d, n_points, seed, n=200):
+    "An eval_fn: NSE averaged over k = d..2d on n test prompts of the run's test stream."
+    xs, ys, _ = sample_prompts(n, n_points, d, generator=prompt_generator(seed))
+    def nse(model):
+        out = model(xs.to(model_device(model)), ys.to(model_device(model))).cpu()
+        return {"nse_d_2d": float(((out - ys) ** 2 / d)[:, d:2 * d + 1].mean())}
+    return nse
+
+def icl_models(cfg: ICLExperiment | None = None, seed: int = 0, device=None, progress: bool | None = False,
+               eval_every: int | None = None) -> dict:   # log each learner's NSE over k = d..2d every this many steps
+    "Train the transformer (fresh prompts, curriculum) and the set-MLP (a fixed set of prompts, or the transformer's\n"
+    "protocol when `setmlp_prompts` is None); return both with their histories."
     cfg = cfg or ICLExperiment.preset()
     cur = Curriculum(cfg.d, cfg.n_points, d_start=min(2, cfg.d), points_start=min(5, cfg.n_points), every=cfg.curriculum_every)
-    out = {}
-    for name in ("transformer", "setmlp"):
-        set_seed(seed)
-        model = (ICLTransformer(cfg.d, cfg.max_points, cfg.n_layer, cfg.n_head, cfg.d_model) if name == "transformer"
-                 else ICLSetMLP(cfg.d, None, cfg.setmlp_hidden))
-        hist = train_icl(model, d=cfg.d, n_points=cfg.n_points, steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr,
-                         curriculum=cur, seed=seed, device=device, progress=progress, lr_schedule="cosine")
-        out[name] = (model.cpu(), hist)
+    ev = dict(eval_fn=monitor_nse(cfg.d, cfg.n_points, seed), eval_every=eval_every) if eval_every else {}
+    set_seed(seed)
+    tf = ICLTransformer(cfg.d, cfg.max_points, cfg.n_layer, cfg.n_head, cfg.d_model)
+    out = {"transformer": (tf.cpu(), train_icl(tf, d=cfg.d, n_points=cfg.n_points, steps=cfg.steps, batch_size=cfg.batch_size,
+                                               lr=cfg.lr, curriculum=cur, seed=seed, device=device, progress=progress,
+                                               lr_schedule="cosine", **ev))}
+    set_seed(seed)
+    mlp = ICLSetMLP(cfg.d, None, cfg.setmlp_hidden, cfg.setmlp_depth, cfg.setmlp_d_set)
+    fixed = cfg.setmlp_prompts is not None
+    hist = train_icl(mlp, d=cfg.d, n_points=cfg.n_points, steps=cfg.setmlp_steps or cfg.steps, seed=seed, device=device,
+                     batch_size=cfg.setmlp_batch_size if fixed else cfg.batch_size, lr=cfg.setmlp_lr if fixed else cfg.lr,
+                     prompts=cfg.setmlp_prompts, curriculum=None if fixed else cur, progress=progress, lr_schedule="cosine", **ev)
+    out["setmlp"] = (mlp.cpu(), hist)
+    out["protocol"] = {"transformer": f"fresh prompts, curriculum, {cfg.steps} steps",
+                       "setmlp": (f"{cfg.setmlp_prompts} fixed prompts, {cfg.setmlp_steps or cfg.steps} steps" if fixed
+                                  else f"fresh prompts, curriculum, {cfg.steps} steps")}
     return out
 
 @functools.lru_cache(maxsize=8)
@@ -273,11 +308,16 @@ def _icl(quick: bool, seed: int, device: str) -> dict:
     return icl_models(ICLExperiment.preset(quick), seed=seed, device=device)
 
 # %% ../nbs/31_icl.ipynb #d95bd5f9
-def _curves(quick, seed, device, shift="none", who=("transformer", "setmlp", "least_squares")) -> dict:
+def _curves(quick, seed, device, shift="none", who=("transformer", "setmlp", "least_squares"), **prompt_kw) -> dict:
     cfg, models = ICLExperiment.preset(quick), _icl(quick, seed, device)
     n = cfg.max_points if shift == "longer" else cfg.n_points
-    return {w: error_curve(models[w][0] if w in models else w, cfg.d, n, shift=shift, n_prompts=cfg.n_prompts, seed=seed)
-            for w in who}
+    return {w: error_curve(models[w][0] if w in models else w, cfg.d, n, shift=shift, n_prompts=cfg.n_prompts, seed=seed,
+                           **prompt_kw) for w in who}
+
+def excess_error(curves: dict, d: int) -> dict:
+    "Each learner's NSE minus least squares' on the same prompts, averaged over k = 1..2d."
+    ls = curves["least_squares"].nse.to_numpy()[1:2 * d + 1]
+    return {w: float((c.nse.to_numpy()[1:2 * d + 1] - ls).mean()) for w, c in curves.items() if w != "least_squares"}
 
 @claim("icl.transformer_tracks_ols", paper="Garg et al. 2022; Ahuja & Lopez-Paz 2023",
        statement="In distribution (d=5), the transformer's normalised error averaged over k = d..2d is at most 0.1, and at "
@@ -300,28 +340,39 @@ def _curves_figure(curves: dict, d: int):
     return fig
 
 @claim("icl.setmlp_lags", paper="Ahuja & Lopez-Paz 2023, A closer look at in-context learning under distribution shifts",
-       statement="In distribution (d=5), the set-MLP's normalised error averaged over k = 1..2d is at least 1.5x the transformer's.",
-       check=lambda m: m["setmlp"] >= 1.5 * m["transformer"],
-       detail="NSE over k=1..2d: set-MLP {setmlp:.3f}, transformer {transformer:.3f}")
+       statement="In distribution (d=5), the set-MLP's excess NSE over least squares (same prompts), averaged over k = 1..2d, "
+                 "is at least 2x the transformer's.",
+       check=lambda m: m["setmlp"] >= 2 * m["transformer"],
+       detail="excess NSE over least squares, k=1..2d: set-MLP {setmlp:.3f}, transformer {transformer:.3f}")
 def setmlp_lags(quick, seed, device):
-    c, d = _curves(quick, seed, str(device)), ICLExperiment.preset(quick).d
-    return {w: float(c[w].nse.to_numpy()[1:2 * d + 1].mean()) for w in ("transformer", "setmlp")}
+    return excess_error(_curves(quick, seed, str(device)), ICLExperiment.preset(quick).d)
 
 # %% ../nbs/31_icl.ipynb #bf4d026d
 @claim("icl.shift_resilience", paper="Ahuja & Lopez-Paz 2023, A closer look at in-context learning under distribution shifts",
-       statement="With x scaled by 2 and with all context points in one orthant, the transformer's error grows less than the "
-                 "set-MLP's (ratio of shifted to in-distribution NSE averaged over k = 1..2d).",
+       statement="With x scaled by 2 and with the context in one orthant, the transformer's excess NSE over least squares "
+                 "(same prompts, averaged over k = 1..2d) is below the set-MLP's.",
        check=lambda m: m["tf_x_scale"] < m["set_x_scale"] and m["tf_orthant"] < m["set_orthant"],
-       detail="shifted / in-distribution NSE: x_scale transformer x{tf_x_scale:.2f} vs set-MLP x{set_x_scale:.2f}; "
-              "orthant transformer x{tf_orthant:.2f} vs set-MLP x{set_orthant:.2f}")
+       detail="excess NSE over least squares: x_scale transformer {tf_x_scale:.3f} vs set-MLP {set_x_scale:.3f}; "
+              "orthant transformer {tf_orthant:.3f} vs set-MLP {set_orthant:.3f}")
 def shift_resilience(quick, seed, device):
     d, out = ICLExperiment.preset(quick).d, {}
-    base = {w: c.nse.to_numpy()[1:2 * d + 1].mean() for w, c in _curves(quick, seed, str(device)).items()}
     for shift in ("x_scale", "orthant"):
-        c = _curves(quick, seed, str(device), shift, who=("transformer", "setmlp"))
-        for w, tag in (("transformer", "tf"), ("setmlp", "set")):
-            out[f"{tag}_{shift}"] = float(c[w].nse.to_numpy()[1:2 * d + 1].mean() / base[w])
+        ex = excess_error(_curves(quick, seed, str(device), shift), d)
+        out |= {f"tf_{shift}": ex["transformer"], f"set_{shift}": ex["setmlp"]}
     return out
+
+@claim("icl.severe_shift_breaks_both", paper="Ahuja & Lopez-Paz 2023, A closer look at in-context learning under distribution shifts",
+       statement="With w scaled by 3 (far in the tail of the training prior), both learners' excess NSE over least squares is "
+                 "at least 3x their in-distribution excess.",
+       check=lambda m: m["tf_ratio"] >= 3 and m["set_ratio"] >= 3,
+       detail="excess NSE w x3 / in distribution: transformer x{tf_ratio:.1f} ({tf_shifted:.3f}), "
+              "set-MLP x{set_ratio:.1f} ({set_shifted:.3f})")
+def severe_shift_breaks_both(quick, seed, device):
+    d = ICLExperiment.preset(quick).d
+    base = excess_error(_curves(quick, seed, str(device)), d)
+    shifted = excess_error(_curves(quick, seed, str(device), "w_scale", scale=3.0), d)
+    return dict(tf_shifted=shifted["transformer"], set_shifted=shifted["setmlp"],
+                tf_ratio=shifted["transformer"] / max(base["transformer"], 1e-9), set_ratio=shifted["setmlp"] / max(base["setmlp"], 1e-9))
 
 # %% ../nbs/31_icl.ipynb #cd7907cc
 def _prompt_cases(gen):

@@ -12,7 +12,7 @@ from torch import nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['GPT_PRESETS', 'MLP', 'SmallCNN', 'CausalSelfAttention', 'Block', 'TinyGPT', 'running_mean', 'SetMLP']
+__all__ = ['GPT_PRESETS', 'MLP', 'SmallCNN', 'KVCache', 'CausalSelfAttention', 'Block', 'TinyGPT', 'running_mean', 'SetMLP']
 
 # %% ../nbs/02_nets.ipynb #a54460f0
 def _check_pos(**kw):
@@ -59,6 +59,24 @@ class SmallCNN(nn.Module):
     def forward(self, x): return self.head(self.features(x))   # (B, n_classes)
 
 # %% ../nbs/02_nets.ipynb #52f0b2bc
+class KVCache:
+    "Keys and values of every attention layer for the positions decoded so far; `crop(n)` forgets positions n and later."
+    def __init__(self):
+        self.kv, self.pos = {}, 0                            # attention module -> (k, v) each (B, H, P, D/H); positions seen
+
+    def extend(self, layer, k, v):                           # append (B, H, T, D/H); return the whole (k, v) and P
+        past = self.kv.get(layer)
+        P = 0 if past is None else past[0].shape[2]
+        if past is not None: k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
+        self.kv[layer] = (k, v)
+        return k, v, P
+
+    def crop(self, n: int):
+        "Keep the first n positions (after a speculative step rejected the rest)."
+        if not 0 <= n <= self.pos: raise ValueError(f"can crop to 0..{self.pos} positions, got {n}")
+        self.kv = {m: (k[:, :, :n], v[:, :, :n]) for m, (k, v) in self.kv.items()}
+        self.pos = n
+
 class CausalSelfAttention(nn.Module):
     "Multi-head causal self-attention."
     def __init__(self, d_model: int, n_head: int, dropout: float = 0.0):
@@ -67,11 +85,16 @@ class CausalSelfAttention(nn.Module):
         self.qkv, self.proj = nn.Linear(d_model, 3 * d_model), nn.Linear(d_model, d_model)
         self.n_head, self.dropout = n_head, dropout
 
-    def forward(self, x):                                    # (B, T, D) -> (B, T, D)
+    def forward(self, x, cache: KVCache | None = None):     # (B, T, D) -> (B, T, D)
         B, T, D = x.shape
         q, k, v = self.qkv(x).split(D, dim=2)                # each (B, T, D)
         q, k, v = (t.view(B, T, self.n_head, D // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D/H)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
+        P, mask = 0, None
+        if cache is not None: k, v, P = cache.extend(self, k, v)          # (B, H, P + T, D/H): the past, then these T
+        if P and T > 1:                                      # query t (position P + t) sees keys 0..P + t
+            mask = torch.arange(P + T, device=x.device)[None] <= P + torch.arange(T, device=x.device)[:, None]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=not P and T > 1,
+                                           dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
 
 class Block(nn.Module):
@@ -82,8 +105,8 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model), nn.Dropout(dropout))
 
-    def forward(self, x):                                    # (B, T, D) -> (B, T, D)
-        x = x + self.attn(self.ln1(x))
+    def forward(self, x, cache: KVCache | None = None):     # (B, T, D) -> (B, T, D)
+        x = x + self.attn(self.ln1(x), cache)
         return x + self.mlp(self.ln2(x))
 
 GPT_PRESETS = {  # name: (n_layer, n_head, d_model), minGPT's names
@@ -124,7 +147,7 @@ class TinyGPT(nn.Module):
         n_layer, n_head, d_model = GPT_PRESETS[name]
         return cls(n_layer=n_layer, n_head=n_head, d_model=d_model, **kw)
 
-    def embed(self, x):                                      # (B, T) or (B, T, d_in) -> (B, T, D)
+    def embed(self, x, start: int = 0):                      # (B, T) or (B, T, d_in) -> (B, T, D); positions start..start+T-1
         if self.vocab_size:
             if x.dim() != 2 or x.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
                 raise ValueError(f"token input must be (B, T) integers, got {tuple(x.shape)} {x.dtype}")
@@ -133,16 +156,18 @@ class TinyGPT(nn.Module):
         elif x.dim() != 3 or x.shape[-1] != self.d_in:
             raise ValueError(f"vector input must be (B, T, {self.d_in}), got {tuple(x.shape)}")
         T = x.shape[1]
-        if T > self.block_size: raise ValueError(f"sequence length {T} exceeds the context (block_size={self.block_size})")
-        return self.drop(self.inp(x) + self.pos(torch.arange(T, device=x.device)))
+        if start + T > self.block_size:
+            raise ValueError(f"sequence length {start + T} exceeds the context (block_size={self.block_size})")
+        return self.drop(self.inp(x) + self.pos(torch.arange(start, start + T, device=x.device)))
 
-    def trunk(self, x):                                      # (B, T[, d_in]) -> (B, T, D), before the final norm
-        h = self.embed(x)
-        for blk in self.blocks: h = blk(h)
+    def trunk(self, x, cache: KVCache | None = None):        # (B, T[, d_in]) -> (B, T, D), before the final norm
+        h = self.embed(x, cache.pos if cache is not None else 0)
+        for blk in self.blocks: h = blk(h, cache)
+        if cache is not None: cache.pos += x.shape[1]
         return h
 
-    def forward(self, x, return_hidden: bool = False):       # -> (B, T, d_out), or (B, T, D) hidden states
-        h = self.ln_f(self.trunk(x))
+    def forward(self, x, return_hidden: bool = False, cache: KVCache | None = None):  # -> (B, T, d_out) or (B, T, D)
+        h = self.ln_f(self.trunk(x, cache))
         return h if return_hidden else self.head(h)
 
 # %% ../nbs/02_nets.ipynb #7cbf57ce

@@ -64,14 +64,78 @@ def test_speculative_accepts_everything_when_heads_agree():
     # a model whose every head predicts "previous token + 1": proposals always agree with the verifier
     torch.manual_seed(0)
     m = M.MultiTokenGPT(10, n_heads=3, n_layer=3, d_model=16, block_size=40).eval()
-    def forward(idx, heads=None):
+    def forward(idx, heads=None, cache=None):
         heads = range(3) if heads is None else heads
+        if cache is not None: cache.pos += idx.shape[1]
         return torch.stack([torch.nn.functional.one_hot((idx + 1 + i) % 10, 10).float() for i in heads])
     m.forward = forward
-    s, st = M.speculative_decode(m, torch.tensor([3]), 12, k=3)
-    assert s.tolist() == [(3 + i) % 10 for i in range(13)]
-    assert st["accepted"] == [3, 3, 3, 3] and st["forwards"] == 5
-    assert M.acceptance_by_depth(st["accepted"], 3) == [1.0, 1.0, 1.0]
+    for cache in (True, False):
+        s, st = M.speculative_decode(m, torch.tensor([3]), 12, k=3, cache=cache)
+        assert s.tolist() == [(3 + i) % 10 for i in range(13)]
+        assert st["accepted"] == [3, 3, 3, 3] and st["forwards"] == 5
+        assert M.acceptance_by_depth(st["accepted"], 3) == [1.0, 1.0, 1.0]
+
+
+def test_kv_cache_gives_the_full_forward():
+    "Prefill, then one token, then several at once, then a crop and a recompute: every head's logits equal the full pass."
+    from robustlearn.nets import KVCache
+    torch.manual_seed(0)
+    m = M.MultiTokenGPT(40, n_heads=3, n_layer=5, d_model=32, block_size=24).eval()
+    tok = torch.randint(0, 40, (2, 20))
+    with torch.no_grad():
+        full = m(tok)                                                       # (3, B, T, V)
+        cache = KVCache()
+        parts = [m(tok[:, a:b], cache=cache) for a, b in ((0, 7), (7, 8), (8, 13), (13, 20))]
+        assert torch.allclose(torch.cat(parts, 2), full, atol=1e-5) and cache.pos == 20
+        cache.crop(9)
+        assert torch.allclose(m(tok[:, 9:], cache=cache), full[:, :, 9:], atol=1e-5)
+        one_head = KVCache()                                                # only the heads that run keep a cache
+        m(tok[:, :5], heads=[0], cache=one_head); assert len(one_head.kv) == 2 + 1   # trunk blocks + head 0
+    with pytest.raises(ValueError, match="exceeds the context"): m(tok[:, :5], cache=cache)   # 20 + 5 > 24
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cached_decoders_equal_plain_greedy_with_partial_acceptance(seed):
+    "With a bias on the unembedding the heads often agree, so steps accept 1..k tokens and the cache is cropped."
+    torch.manual_seed(seed)
+    m = M.MultiTokenGPT(30, n_heads=4, n_layer=6, d_model=32, block_size=64).eval()
+    with torch.no_grad(): m.gpt.head.bias.copy_(torch.randn(30) * 0.5)
+    accepted = []
+    for k in (2, 3, 4):
+        for L in (1, 5, 17):
+            p = torch.randint(0, 30, (L,))
+            plain = M.greedy_decode(m, p, 40, cache=False)[0]
+            assert torch.equal(M.greedy_decode(m, p, 40)[0], plain)
+            (s0, st0), (s1, st1) = (M.speculative_decode(m, p, 40, k=k, cache=c) for c in (False, True))
+            assert torch.equal(s0, plain) and torch.equal(s1, plain) and st0 == st1
+            accepted += st1["accepted"]
+    assert set(accepted) == {1, 2, 3, 4}
+
+
+def test_children_stories():
+    st = M.ChildrenStories(n_first=8, n_second=8, seed=1)
+    tok, mask = st.sample(30, 96, "test", seed=0)
+    assert tok.shape == (30, 96) and tok.max() < st.vocab_size and 140 < st.vocab_size < 400
+    train = {tuple(p) for p in st.names["train"]}
+    for r in range(30):
+        for t in mask[r].nonzero().flatten().tolist():
+            a, b = tok[r, t - 1].item(), tok[r, t].item()
+            assert st.first0 <= a < st.second0 <= b and (a - st.first0, b - st.second0) not in train
+            assert (a, b) in [(tok[r, s - 1].item(), tok[r, s].item()) for s in range(1, t - 1)]   # copied from earlier
+    assert torch.equal(st.sample(4, 50, seed=3)[0], st.sample(4, 50, seed=3)[0])
+    assert not torch.equal(st.sample(4, 50, seed=3)[0], st.sample(4, 50, seed=4)[0])
+    words = st.decode(tok[0]).split()
+    assert words[:4] == ["once", "upon", "a", "time"] and '"' in " ".join(st.decode(r) for r in tok)   # stories, with dialogue
+
+
+def test_induction_run_reports_the_best_checkpoint():
+    cfg = M.MTPExperiment.preset(True, n_layer=2, d_model=16, length=32, n_train=64, steps=6, batch_size=8, n_test=16, eval_every=2)
+    r = M.induction_run(1, cfg, seed=0, device="cpu")
+    ev = [e["induction"] for e in r["history"].evals]
+    assert len(ev) == 3 and r["induction"] == max(ev) and r["final"] == ev[-1]
+    assert r["best_step"] in (2, 4, 6)
+    with pytest.raises(ValueError, match="task must be 'stories' or 'markov'"):
+        M.induction_run(1, M.MTPExperiment.preset(True, task="books"))
 
 
 @pytest.mark.parametrize("call,message", [
@@ -88,6 +152,9 @@ def test_speculative_accepts_everything_when_heads_agree():
     (lambda m: M.mtp_loss(m, torch.zeros(2, 5, dtype=torch.long), torch.zeros(2, 4, dtype=torch.long)), "targets must have"),
     (lambda m: M.train_mtp(m, torch.zeros(4, 40, dtype=torch.long), steps=1), "exceed the context (32)"),
     (lambda m: M.StoryTask().sample(2, split="dev"), "split must be 'train' or 'test'"),
+    (lambda m: M.ChildrenStories().sample(2, split="dev"), "split must be 'train' or 'test'"),
+    (lambda m: M.ChildrenStories(max_sentences=2), "max_sentences must be at least min_sentences"),
+    (lambda m: M.train_mtp(m, torch.zeros(4, 8, dtype=torch.long), steps=2, warmup=3), "warmup must be"),
     (lambda m: M.poly_dataset(3, ops=(2, 1)), "ops must be (lo, hi)"),
     (lambda m: M.poly_dataset(3, ops=(1, 2, 3)), "ops must be (lo, hi)"),
     (lambda m: M.induction_accuracy(m, torch.zeros(2, 5, dtype=torch.long), torch.zeros(2, 5, dtype=torch.bool)), "selects no position"),
