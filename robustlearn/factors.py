@@ -6,7 +6,7 @@ Docs: https://robustlearn.github.io/robustlearn/factors.html.md"""
 
 # %% ../nbs/50_factors.ipynb #04768e21
 from __future__ import annotations
-import functools, json, warnings
+import functools, json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from .core import Config
-from .metrics import bootstrap_accuracies, join_by_id, slice_accuracies, top_label_ece
+from .metrics import bootstrap_accuracies, join_by_id, percentile_interval, slice_accuracies, top_label_ece
 from .claims import claim
 from .exercises import exercise
 
@@ -148,9 +148,7 @@ def error_ratios(annotations: pd.DataFrame,   # one row per image: file_name, cl
     boot = bootstrap_accuracies(c, np.c_[m, np.ones(len(c))], n_boot, seed)               # (B, F + 1): the last column is overall
     with np.errstate(invalid="ignore", divide="ignore"): er_boot = (1 - boot[:, :-1]) / (1 - boot[:, -1:])   # (B, F)
     er_boot[~np.isfinite(er_boot)] = np.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)                                     # all-NaN columns: factors without images
-        q = np.nanquantile(er_boot, [(1 - level) / 2, (1 + level) / 2], axis=0) if n_boot else np.full((2, len(names)), np.nan)
+    q = percentile_interval(er_boot, level)                                                # NaN for factors without images
     with np.errstate(invalid="ignore", divide="ignore"): acc = (m * c[:, None]).sum(0) / m.sum(0)
     out = pd.DataFrame({"count": m.sum(0).astype(int), "share": m.mean(0), "accuracy": acc, "error_ratio": er, "lo": q[0], "hi": q[1]},
                        index=pd.Index(names, name="factor"))

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 # %% auto #0
 __all__ = ['predicted_labels', 'accuracy', 'group_accuracies', 'worst_group_accuracy', 'calibration_bins',
            'expected_calibration_error', 'top_label_ece', 'nll', 'normalized_squared_error', 'energy_distance',
-           'join_by_id', 'bootstrap_accuracies', 'slice_accuracies', 'bootstrap_interval']
+           'join_by_id', 'percentile_interval', 'bootstrap_accuracies', 'slice_accuracies', 'bootstrap_interval']
 
 # %% ../nbs/03_metrics.ipynb #71ce0826
 def _tensor(x, name):
@@ -192,6 +192,17 @@ def _membership(slices, n: int) -> tuple[list, np.ndarray]:
     if not np.isin(m, (0, 1)).all(): raise ValueError("slice membership must be 0/1 (or boolean)")
     return names, m.astype(np.float64)
 
+def percentile_interval(replicates,          # (B, ...) bootstrap replicates of a statistic, NaN where undefined
+                        level: float = 0.95) -> tuple:
+    "(lo, hi): the replicates' (1 - level) / 2 and (1 + level) / 2 quantiles along the first axis, NaNs ignored."
+    if not 0 < level < 1: raise ValueError(f"level must be in (0, 1), got {level!r}")
+    r = np.asarray(replicates, dtype=np.float64)
+    if len(r) == 0: return np.full(r.shape[1:], np.nan)[()], np.full(r.shape[1:], np.nan)[()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)                                     # all-NaN columns: empty slices
+        lo, hi = np.nanquantile(r, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return lo, hi
+
 def _resamples(n: int, n_boot: int, seed: int):
     "(c, N) index arrays, B rows in all: rows resampled with replacement, in chunks that bound memory."
     if not isinstance(n_boot, int) or isinstance(n_boot, bool) or n_boot < 0: raise ValueError(f"n_boot must be a non-negative int, got {n_boot!r}")
@@ -218,16 +229,10 @@ def slice_accuracies(correct,             # (N,) 0/1: is each prediction right
                      level: float = 0.95, # the interval's coverage
                      seed: int = 0) -> pd.DataFrame:
     "Per slice: examples `n`, `accuracy`, and the percentile bootstrap interval `lo`, `hi` (NaN for an empty slice)."
-    if not 0 < level < 1: raise ValueError(f"level must be in (0, 1), got {level!r}")
     c = _correct(correct); names, m = _membership(slices, len(c))
     n = m.sum(0)
     with np.errstate(invalid="ignore", divide="ignore"): acc = (m * c[:, None]).sum(0) / n
-    lo = hi = np.full(len(names), np.nan)
-    if n_boot:
-        boot = bootstrap_accuracies(c, m, n_boot, seed) if names else np.zeros((n_boot, 0))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)                                 # all-NaN columns: empty slices
-            lo, hi = np.nanquantile(boot, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    lo, hi = percentile_interval(bootstrap_accuracies(c, m, n_boot, seed) if names else np.zeros((n_boot, 0)), level)
     return pd.DataFrame({"n": n.astype(int), "accuracy": acc, "lo": lo, "hi": hi}, index=pd.Index(names, name="slice"))
 
 # %% ../nbs/03_metrics.ipynb #1591a67f
@@ -236,12 +241,9 @@ def bootstrap_interval(statistic,            # statistic(*arrays) -> float, on r
                        n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
     "The percentile bootstrap interval (lo, hi) of `statistic(*arrays)` over rows resampled with replacement."
     if not arrays: raise ValueError("bootstrap_interval needs at least one array")
-    if not 0 < level < 1: raise ValueError(f"level must be in (0, 1), got {level!r}")
     arrays = [np.asarray(a) for a in arrays]
     n = len(arrays[0])
     if n == 0 or any(len(a) != n for a in arrays): raise ValueError(f"the arrays must be non-empty and of one length, got {[len(a) for a in arrays]}")
     vals = np.array([statistic(*(a[i] for a in arrays)) for idx in _resamples(n, n_boot, seed) for i in idx], dtype=np.float64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        lo, hi = np.nanquantile(vals, [(1 - level) / 2, (1 + level) / 2]) if len(vals) else (np.nan, np.nan)
+    lo, hi = percentile_interval(vals, level)
     return float(lo), float(hi)
