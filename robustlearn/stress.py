@@ -25,7 +25,7 @@ from .exercises import exercise
 # %% auto #0
 __all__ = ['PAPER', 'StressTest', 'run_stress_tests', 'accuracy_metric', 'demographic_parity_gap', 'dp_gap_metric', 'tpr_metric',
            'make_lending', 'ThresholdModel', 'fit_models', 'lending_tests', 'serialize_weights', 'input_hash',
-           'leaf_hash', 'merkle_root', 'Commitment', 'Receipt', 'Transcript', 'Provider', 'verify', 'audit',
+           'leaf_hash', 'merkle_root', 'Commitment', 'Receipt', 'Transcript', 'Provider', 'verify', 'opens', 'audit',
            'StressExperiment', 'stress_study', 'tampering_study', 'swap_study', 'stress_figure', 'metric_is_not_enough',
            'tampering_detected', 'model_swap_caught']
 
@@ -290,12 +290,17 @@ def verify(transcript: Transcript, x, public_key: bytes) -> bool:
     _same_inputs(transcript, hx)                    # a genuine receipt checked against another batch: the caller's mistake
     return _root_matches(transcript, hx)
 
+def opens(commitment: Commitment, data: bytes) -> bool:
+    "Whether an opened commitment (its salt revealed) was made to `data`: a model's serialised weights, a test set, a threshold."
+    if commitment.salt is None: raise ValueError("the commitment is not opened: the provider must reveal its salt (a published commitment has none)")
+    return _sha(commitment.salt, data) == commitment.digest
+
 def audit(transcript: Transcript, x, model, commitment: Commitment) -> bool:
     "The opened commitment's check: the model and salt reproduce the digest, the receipt names it, and the model reproduces every signed prediction."
     if commitment.salt is None: raise ValueError("the commitment is not opened: the provider must reveal its salt (a published commitment has none)")
     hx = _inputs(x)
     _same_inputs(transcript, hx)
-    if _sha(commitment.salt, serialize_weights(model)) != commitment.digest: return False      # not the committed weights
+    if not opens(commitment, serialize_weights(model)): return False                            # not the committed weights
     if transcript.receipt.commitment != commitment.digest: return False                         # answered under another commitment
     if not _root_matches(transcript, hx): return False                                          # predictions not the signed ones
     return bool(np.array_equal(np.asarray(model.predict(x)).astype(np.int64), np.asarray(transcript.predictions)))

@@ -116,3 +116,14 @@ def test_study_is_deterministic():
 def test_claims_hold_at_seed_0():
     df = run_claims(["stress.metric_is_not_enough", "stress.tampering_detected", "stress.model_swap_caught"], quick=True, seeds=(0,), device="cpu", threads=2)
     assert (df.verdict == "holds").all(), df
+
+def test_test_sets_and_thresholds_can_be_committed(setup):
+    cfg, st, prov, *_ = setup
+    data = st["tests"][2].data
+    c = prov.commit_bytes(S.serialize_weights(data))
+    assert S.opens(c, S.serialize_weights(data))
+    moved = {**data, "x": data["x"].copy()}; moved["x"][0, 0] += 1e-12                  # one applicant edited after the commitment
+    assert not S.opens(c, S.serialize_weights(moved))
+    t = prov.commit_bytes(b"threshold=0.80")
+    assert S.opens(t, b"threshold=0.80") and not S.opens(t, b"threshold=0.70")
+    with pytest.raises(ValueError, match="not opened"): S.opens(t.published(), b"threshold=0.80")
