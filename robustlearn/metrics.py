@@ -1,5 +1,6 @@
 """Accuracy, per-group and worst-group accuracy, expected calibration error, negative
-log-likelihood and normalized squared error, each checking its inputs.
+log-likelihood, normalized squared error, and per-slice accuracy with bootstrap intervals
+over predictions joined to metadata by id, each checking its inputs.
 
 Docs: https://robustlearn.github.io/robustlearn/metrics.html.md"""
 
@@ -7,13 +8,16 @@ Docs: https://robustlearn.github.io/robustlearn/metrics.html.md"""
 
 # %% ../nbs/03_metrics.ipynb #78925b82
 from __future__ import annotations
-import math
+import math, warnings
+import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['predicted_labels', 'accuracy', 'group_accuracies', 'worst_group_accuracy', 'calibration_bins',
-           'expected_calibration_error', 'nll', 'normalized_squared_error', 'energy_distance']
+           'expected_calibration_error', 'top_label_ece', 'nll', 'normalized_squared_error', 'energy_distance',
+           'join_by_id', 'percentile_interval', 'bootstrap_accuracies', 'slice_accuracies', 'bootstrap_interval']
 
 # %% ../nbs/03_metrics.ipynb #71ce0826
 def _tensor(x, name):
@@ -76,20 +80,42 @@ def calibration_bins(probs, y, n_bins: int = 15) -> dict:
     p = _probs(probs); y = _labels(y).to(p.device)
     if len(p) != len(y): raise ValueError(f"probs and y have different lengths: {len(p)} and {len(y)}")
     conf, pred = p.max(1)
-    edges = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64, device=p.device)
+    return _bins(conf, (pred == y).double(), n_bins)
+
+def _bins(conf, hit, n_bins):   # conf and hit (N,) float64 on one device
+    edges = torch.linspace(0, 1, n_bins + 1, dtype=torch.float64, device=conf.device)
     b = torch.bucketize(conf, edges[1:-1])                        # bin of each example, (N,): edges[b] < conf <= edges[b + 1]
     count = torch.bincount(b, minlength=n_bins).double()
-    sum_conf = torch.zeros(n_bins, dtype=torch.float64, device=p.device).index_add_(0, b, conf)
-    sum_acc = torch.zeros(n_bins, dtype=torch.float64, device=p.device).index_add_(0, b, (pred == y).double())
+    sum_conf = torch.zeros(n_bins, dtype=torch.float64, device=conf.device).index_add_(0, b, conf)
+    sum_acc = torch.zeros(n_bins, dtype=torch.float64, device=conf.device).index_add_(0, b, hit)
     per = lambda s: torch.where(count > 0, s / count.clamp(min=1), math.nan).cpu()
     return dict(count=count.cpu(), confidence=per(sum_conf), accuracy=per(sum_acc),
                 edges=edges.cpu())
 
-def expected_calibration_error(probs, y, n_bins: int = 15) -> float:
-    "ECE of (N, K) predicted probabilities against labels `y`, with `n_bins` equal-width bins."
-    b = calibration_bins(probs, y, n_bins)
+def _ece(b):
     gap = (b["accuracy"] - b["confidence"]).abs().nan_to_num(0.0)   # empty bins weigh 0
     return (b["count"] * gap).sum().item() / b["count"].sum().item()
+
+def expected_calibration_error(probs, y, n_bins: int = 15) -> float:
+    "ECE of (N, K) predicted probabilities against labels `y`, with `n_bins` equal-width bins."
+    return _ece(calibration_bins(probs, y, n_bins))
+
+def _correct(correct) -> np.ndarray:
+    c = np.asarray(correct.cpu() if isinstance(correct, torch.Tensor) else correct)
+    if c.ndim != 1 or len(c) == 0: raise ValueError(f"correct must be a non-empty (N,) array, got shape {c.shape}")
+    if not np.isin(c, (0, 1)).all(): raise ValueError("correct must hold 0/1 or booleans (is this a prediction rather than its correctness?)")
+    return c.astype(np.float64)
+
+def top_label_ece(confidence,            # (N,) probability of each predicted class, in [0, 1]
+                  correct,               # (N,) 0/1: is each prediction right
+                  n_bins: int = 15) -> float:
+    "ECE from the top label's confidence and correctness alone (what a predictions file with one probability holds)."
+    if not isinstance(n_bins, int) or n_bins < 1: raise ValueError(f"n_bins must be a positive int, got {n_bins!r}")
+    conf = _tensor(confidence, "confidence").double()
+    hit = torch.as_tensor(_correct(correct), device=conf.device)
+    if conf.dim() != 1 or len(conf) != len(hit): raise ValueError(f"confidence must be (N,) like correct ({len(hit)}), got shape {tuple(conf.shape)}")
+    if (conf < 0).any() or (conf > 1).any() or conf.isnan().any(): raise ValueError("confidence must lie in [0, 1]")
+    return _ece(_bins(conf, hit, n_bins))
 
 # %% ../nbs/03_metrics.ipynb #7874645f
 def nll(scores, y, from_logits: bool = True,
@@ -131,3 +157,93 @@ def energy_distance(x, y, max_points: int | None = 4000,   # subsample larger se
     if max_points: x, y = x[:max_points], y[:max_points]
     within = lambda a: torch.cdist(a, a).sum() / (len(a) * (len(a) - 1))
     return (2 * torch.cdist(x, y).mean() - within(x) - within(y)).item()
+
+# %% ../nbs/03_metrics.ipynb #1171aded
+def join_by_id(left: pd.DataFrame,    # the metadata, one row per id (its order is kept)
+               right: pd.DataFrame,   # e.g. predictions, one row per id; extra ids are ignored
+               on: str = "file_name", # the id column of both
+               names: tuple = ("annotations", "predictions"),  # what the two tables are, for the error messages
+              ) -> pd.DataFrame:
+    "The rows of `left` with the columns of `right` for the same id: every id of `left` must appear exactly once in `right`."
+    for df, nm in ((left, names[0]), (right, names[1])):
+        if not isinstance(df, pd.DataFrame): raise TypeError(f"{nm} must be a pandas DataFrame, got {type(df).__name__}")
+        if on not in df.columns: raise ValueError(f"{nm} have no {on!r} column; they have {list(df.columns)}")
+        dup = df[on][df[on].duplicated()].unique()
+        if len(dup): raise ValueError(f"{nm} have {len(dup)} duplicated {on} value(s), e.g. {list(dup[:3])}: each id must appear once")
+    missing = ~left[on].isin(right[on])
+    if missing.any():
+        raise ValueError(f"{names[1]} are missing for {int(missing.sum())} of the {len(left)} {names[0]} "
+                         f"(e.g. {list(left[on][missing][:3])}): every {on} of the {names[0]} needs one")
+    clash = sorted((set(left.columns) & set(right.columns)) - {on})
+    if clash: raise ValueError(f"{names[0]} and {names[1]} both have the column(s) {clash}: rename one side first")
+    return left.merge(right, on=on, how="left", validate="one_to_one")
+
+# %% ../nbs/03_metrics.ipynb #75023f01
+def _membership(slices, n: int) -> tuple[list, np.ndarray]:
+    "(names, (N, S) 0/1 float array) from a DataFrame of 0/1 columns, a dict of (N,) masks, an (N, S) 0/1 array or (N,) slice labels."
+    if isinstance(slices, pd.DataFrame): names, m = list(slices.columns), slices.to_numpy()
+    elif isinstance(slices, dict): names, m = list(slices), np.stack([np.asarray(v) for v in slices.values()], 1) if slices else np.zeros((n, 0))
+    else:
+        lab = np.asarray(slices)
+        if lab.ndim == 2: names, m = list(range(lab.shape[1])), lab                           # an (N, S) 0/1 matrix
+        elif lab.ndim == 1: names = sorted(set(lab.tolist())); m = np.stack([lab == s for s in names], 1)
+        else: raise ValueError(f"slices must be a DataFrame of 0/1 columns, a dict of masks, (N, S) 0/1 or (N,) labels, got shape {lab.shape}")
+    if m.ndim != 2 or len(m) != n: raise ValueError(f"slices must have one row per example ({n}), got shape {m.shape}")
+    if not np.isin(m, (0, 1)).all(): raise ValueError("slice membership must be 0/1 (or boolean)")
+    return names, m.astype(np.float64)
+
+def percentile_interval(replicates,          # (B, ...) bootstrap replicates of a statistic, NaN where undefined
+                        level: float = 0.95) -> tuple:
+    "(lo, hi): the replicates' (1 - level) / 2 and (1 + level) / 2 quantiles along the first axis, NaNs ignored."
+    if not 0 < level < 1: raise ValueError(f"level must be in (0, 1), got {level!r}")
+    r = np.asarray(replicates, dtype=np.float64)
+    if len(r) == 0: return np.full(r.shape[1:], np.nan)[()], np.full(r.shape[1:], np.nan)[()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)                                     # all-NaN columns: empty slices
+        lo, hi = np.nanquantile(r, [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return lo, hi
+
+def _resamples(n: int, n_boot: int, seed: int):
+    "(c, N) index arrays, B rows in all: rows resampled with replacement, in chunks that bound memory."
+    if not isinstance(n_boot, int) or isinstance(n_boot, bool) or n_boot < 0: raise ValueError(f"n_boot must be a non-negative int, got {n_boot!r}")
+    rng, chunk = np.random.default_rng(seed), max(1, 2 ** 22 // max(n, 1))
+    for start in range(0, n_boot, chunk): yield rng.integers(0, n, size=(min(chunk, n_boot - start), n))
+
+# %% ../nbs/03_metrics.ipynb #042b48fe
+def bootstrap_accuracies(correct,             # (N,) 0/1: is each prediction right
+                         slices,              # DataFrame of 0/1 columns, dict of (N,) masks, or (N,) slice labels
+                         n_boot: int = 1000,  # replicates
+                         seed: int = 0) -> np.ndarray:
+    "(B, S) accuracy of each slice in each bootstrap replicate of the examples (NaN where a replicate misses a slice)."
+    c = _correct(correct); _, m = _membership(slices, len(c))
+    out = []
+    for idx in _resamples(len(c), n_boot, seed):
+        w = np.stack([np.bincount(r, minlength=len(c)) for r in idx]).astype(np.float64)    # (c, N) copies of each example
+        count, hits = w @ m, w @ (m * c[:, None])                                             # (c, S) each
+        with np.errstate(invalid="ignore", divide="ignore"): out.append(hits / count)
+    return np.concatenate(out) if out else np.zeros((0, m.shape[1]))
+
+def slice_accuracies(correct,             # (N,) 0/1: is each prediction right
+                     slices,              # DataFrame of 0/1 columns, dict of (N,) masks, or (N,) slice labels
+                     n_boot: int = 1000,  # bootstrap replicates (0: no interval)
+                     level: float = 0.95, # the interval's coverage
+                     seed: int = 0) -> pd.DataFrame:
+    "Per slice: examples `n`, `accuracy`, and the percentile bootstrap interval `lo`, `hi` (NaN for an empty slice)."
+    c = _correct(correct); names, m = _membership(slices, len(c))
+    n = m.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"): acc = (m * c[:, None]).sum(0) / n
+    lo, hi = percentile_interval(bootstrap_accuracies(c, m, n_boot, seed) if names else np.zeros((n_boot, 0)), level)
+    return pd.DataFrame({"n": n.astype(int), "accuracy": acc, "lo": lo, "hi": hi}, index=pd.Index(names, name="slice"))
+
+# %% ../nbs/03_metrics.ipynb #1591a67f
+def bootstrap_interval(statistic,            # statistic(*arrays) -> float, on rows of the arrays
+                       *arrays,              # aligned arrays (N, ...) resampled together
+                       n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    "The percentile bootstrap interval (lo, hi) of `statistic(*arrays)` over rows resampled with replacement."
+    if not arrays: raise ValueError("bootstrap_interval needs at least one array")
+    arrays = [np.asarray(a) for a in arrays]
+    n = len(arrays[0])
+    if n == 0 or any(len(a) != n for a in arrays): raise ValueError(f"the arrays must be non-empty and of one length, got {[len(a) for a in arrays]}")
+    vals = np.array([statistic(*(a[i] for a in arrays)) for idx in _resamples(n, n_boot, seed) for i in idx], dtype=np.float64)
+    lo, hi = percentile_interval(vals, level)
+    return float(lo), float(hi)
