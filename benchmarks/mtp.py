@@ -2,7 +2,7 @@
 decoding speed of greedy vs self-speculative decoding (k = 2, 3, 4). Everything is printed as a ratio to the
 n = 1 / greedy baseline measured in the same run.
 
-    python benchmarks/mtp.py [--vocab 8192] [--steps 20] [--train-steps 1500] [--layers 12] [--device cpu] [--skip-training]
+    python benchmarks/mtp.py [--vocab 8192] [--steps 20] [--train-steps 600] [--prompts 50] [--layers 12] [--device cpu] [--skip-training]
 
 Decoding: a 4-head model (a trunk of layers - 4 blocks, one block per head) trained on the children's stories; both
 decoders with a KV cache (the baseline is cached greedy decoding) and both without.
@@ -37,7 +37,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--steps", type=int, default=20, help="timed training steps per configuration")
-    ap.add_argument("--train-steps", type=int, default=1500, help="training steps of the 4-head model used for decoding")
+    ap.add_argument("--prompts", type=int, default=50, help="test prompts decoded (16 tokens each, 64 new tokens)")
+    ap.add_argument("--train-steps", type=int, default=600, help="training steps of the 4-head model used for decoding")
     ap.add_argument("--layers", type=int, default=12, help="total depth of the 4-head decoding model (trunk = layers - 4)")
     ap.add_argument("--skip-training", action="store_true", help="only the decoding benchmark")
     ap.add_argument("--device", default="auto")
@@ -65,10 +66,10 @@ def training(a, device):
 
 def decoding(a, device):
     print(f"\ndecoding: a 4-head model, {a.layers} layers (trunk {a.layers - 4}), trained {a.train_steps} steps on the children's "
-          "stories; 100 prompts of 16 tokens, 64 new tokens each")
+          f"stories; {a.prompts} prompts of 16 tokens, 64 new tokens each")
     cfg = MTPExperiment.preset(True, steps=a.train_steps)
     run = induction_run(4, cfg, seed=0, device=device, n_layer=a.layers)
-    model, prompts, n_new = run["model"].to(device), run["test"][0][:100, :16].to(device), 64
+    model, prompts, n_new = run["model"].to(device), run["test"][0][:a.prompts, :16].to(device), 64
     n_tok = len(prompts) * n_new
     st = {c: decoding_stats(model, prompts, n_new, cache=c) for c in (True, False)}
     base = st[True]["greedy"]["seconds"]

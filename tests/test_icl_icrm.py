@@ -176,3 +176,28 @@ def test_env_batches_draw_all_indices_at_once(monkeypatch):
         assert len({e for e, _ in hits}) == 1 and len({i for _, i in hits}) == 10   # one environment, no repeats
         assert ys[b].tolist() == [envs[e][1][i].item() for e, i in hits]
     assert torch.equal(R.env_batches(envs, 10, 64, seed=3)(7)[0], xs)
+
+
+def test_fixed_prompts_are_reused_every_epoch():
+    "prompts=N: every step draws from the same N prompts (iclmlp's protocol), each epoch once; fresh prompts never repeat."
+    spy = _Spy(3)
+    I.train_icl(spy, d=3, n_points=5, steps=6, batch_size=4, prompts=8, seed=0, device="cpu", progress=False)
+    rows = [tuple(p.flatten().tolist()) for b in spy.seen for p in b]
+    assert len(rows) == 24 and len(set(rows)) == 8                             # 3 epochs over 8 prompts
+    for e in range(3): assert len(set(rows[8 * e:8 * e + 8])) == 8             # each epoch sees each prompt once
+    spy2 = _Spy(3)
+    I.train_icl(spy2, d=3, n_points=5, steps=6, batch_size=4, seed=0, device="cpu", progress=False)
+    assert len({tuple(p.flatten().tolist()) for b in spy2.seen for p in b}) == 24
+    with pytest.raises(ValueError, match="curriculum or prompts, not both"):
+        I.train_icl(spy, d=3, n_points=5, steps=1, prompts=8, curriculum=I.Curriculum(3, 5))
+
+
+def test_excess_error_is_relative_to_least_squares_on_the_same_prompts():
+    c = {w: I.error_curve(w, 3, 7, n_prompts=100, n_boot=10) for w in ("least_squares", "averaging", "3nn")}
+    ex = I.excess_error(c, 3)
+    for w in ("averaging", "3nn"):
+        assert np.isclose(ex[w], (c[w].nse - c["least_squares"].nse)[1:7].mean())
+    assert ex["averaging"] > 0 and "least_squares" not in ex
+    # under w scaled by 3 every linear-in-y predictor's error grows by exactly 9: its excess too
+    s = {w: I.error_curve(w, 3, 7, n_prompts=100, n_boot=10, shift="w_scale", scale=3.0) for w in ("least_squares", "averaging")}
+    assert np.isclose(I.excess_error(s, 3)["averaging"], 9 * ex["averaging"], rtol=1e-4)
