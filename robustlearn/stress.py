@@ -25,9 +25,9 @@ from .exercises import exercise
 # %% auto #0
 __all__ = ['PAPER', 'StressTest', 'run_stress_tests', 'accuracy_metric', 'demographic_parity_gap', 'dp_gap_metric', 'tpr_metric',
            'make_lending', 'ThresholdModel', 'fit_models', 'lending_tests', 'serialize_weights', 'input_hash',
-           'leaf_hash', 'merkle_root', 'Commitment', 'Receipt', 'Transcript', 'Provider', 'verify', 'opens', 'audit',
-           'StressExperiment', 'stress_study', 'tampering_study', 'swap_study', 'stress_figure', 'metric_is_not_enough',
-           'tampering_detected', 'model_swap_caught']
+           'leaf_hash', 'merkle_root', 'Commitment', 'Receipt', 'Transcript', 'Provider', 'verify_commitment', 'verify',
+           'verify_chain', 'opens', 'audit', 'StressExperiment', 'stress_study', 'tampering_study', 'swap_study',
+           'stress_figure', 'metric_is_not_enough', 'tampering_detected', 'model_swap_caught']
 
 # %% ../nbs/51_stress.ipynb #3a54f149
 @dataclass
@@ -230,6 +230,13 @@ def _inputs(x) -> list:
     if x.ndim < 1 or len(x) == 0: raise ValueError(f"x must be a non-empty batch of inputs (N, ...), got shape {x.shape}")
     return [input_hash(row) for row in x]
 
+def _labels(p) -> np.ndarray | None:
+    "Predictions as int64 labels, or None when they are not exactly integers (0.7 must not sign as 0)."
+    a = np.asarray(p)
+    if a.dtype == bool or np.issubdtype(a.dtype, np.integer): return a.astype(np.int64)
+    if not np.issubdtype(a.dtype, np.floating) or not np.isfinite(a).all() or (a != np.round(a)).any(): return None
+    return a.astype(np.int64)
+
 @dataclass
 class Provider:
     "A model provider's signing key, its current commitment and its receipt chain."
@@ -263,7 +270,8 @@ class Provider:
         "Predict on `x` with `model` and sign a receipt naming the current commitment, chained to the previous receipt."
         if self.commitment is None: raise ValueError("commit to a model before answering: provider.commit(model)")
         hx = _inputs(x)
-        pred = np.asarray(model.predict(x)).astype(np.int64)
+        pred = _labels(model.predict(x))
+        if pred is None: raise ValueError("model.predict must return integer labels (a prediction is signed exactly as given)")
         if pred.shape != (len(hx),): raise ValueError(f"model.predict returned shape {pred.shape}, expected ({len(hx)},)")
         rec = Receipt(merkle_root([leaf_hash(h, p) for h, p in zip(hx, pred)]), _sha(*hx), len(hx), self.commitment.digest, self.sequence, self.previous)
         self.sequence, self.previous = self.sequence + 1, _sha(rec.to_bytes())
@@ -276,19 +284,40 @@ def _same_inputs(t: Transcript, hx: list):
                          f"got {len(hx)} inputs; check it against the batch it was issued for")
 
 def _root_matches(t: Transcript, hx: list) -> bool:
-    p = np.asarray(t.predictions)
-    return p.shape == (len(hx),) and merkle_root([leaf_hash(h, int(v)) for h, v in zip(hx, p)]) == t.receipt.root
+    p = _labels(t.predictions)                      # non-integer predictions never match: they were not what was signed
+    return p is not None and p.shape == (len(hx),) and merkle_root([leaf_hash(h, int(v)) for h, v in zip(hx, p)]) == t.receipt.root
 
-def verify(transcript: Transcript, x, public_key: bytes) -> bool:
+def _key(public_key) -> Ed25519PublicKey:
+    try: return Ed25519PublicKey.from_public_bytes(bytes(public_key))
+    except ValueError: raise ValueError(f"public_key must be the provider's 32 raw bytes, got {len(bytes(public_key))} bytes") from None
+
+def _signed(key: Ed25519PublicKey, signature: bytes, message: bytes) -> bool:
+    try: key.verify(signature, message); return True
+    except InvalidSignature: return False
+
+def verify_commitment(commitment: Commitment, public_key: bytes) -> bool:
+    "Whether a published commitment was signed by the provider."
+    return _signed(_key(public_key), commitment.signature, b"robustlearn.commitment.v1" + commitment.digest)
+
+def verify(transcript: Transcript, x, public_key: bytes,
+           commitment: Commitment | None = None) -> bool:  # the published commitment the receipt must name (and its signature)
     "Anyone's check: the receipt's signature is the provider's, and the predictions and inputs reproduce its Merkle root."
     if not isinstance(transcript, Transcript): raise TypeError(f"expected a Transcript, got {type(transcript).__name__}")
-    try: key = Ed25519PublicKey.from_public_bytes(bytes(public_key))
-    except ValueError: raise ValueError(f"public_key must be the provider's 32 raw bytes, got {len(bytes(public_key))} bytes") from None
-    try: key.verify(transcript.signature, transcript.receipt.to_bytes())
-    except InvalidSignature: return False
+    key = _key(public_key)
+    if not _signed(key, transcript.signature, transcript.receipt.to_bytes()): return False
+    if commitment is not None and (transcript.receipt.commitment != commitment.digest or not verify_commitment(commitment, public_key)):
+        return False                                # answered under another commitment than the one published
     hx = _inputs(x)
     _same_inputs(transcript, hx)                    # a genuine receipt checked against another batch: the caller's mistake
     return _root_matches(transcript, hx)
+
+def verify_chain(transcripts: list, public_key: bytes) -> bool:
+    "Whether signed receipts form one unbroken chain: every signature valid, sequence numbers consecutive, each naming\n"
+    "the hash of the one before (what a party that holds the whole chain, e.g. an auditor, can check)."
+    key = _key(public_key)
+    for a, b in zip(transcripts, transcripts[1:]):
+        if b.receipt.sequence != a.receipt.sequence + 1 or b.receipt.previous != _sha(a.receipt.to_bytes()): return False
+    return all(_signed(key, t.signature, t.receipt.to_bytes()) for t in transcripts)
 
 def opens(commitment: Commitment, data: bytes) -> bool:
     "Whether an opened commitment (its salt revealed) was made to `data`: a model's serialised weights, a test set, a threshold."
@@ -296,14 +325,15 @@ def opens(commitment: Commitment, data: bytes) -> bool:
     return _sha(commitment.salt, data) == commitment.digest
 
 def audit(transcript: Transcript, x, model, commitment: Commitment) -> bool:
-    "The opened commitment's check: the model and salt reproduce the digest, the receipt names it, and the model reproduces every signed prediction."
+    "The opened commitment's check: the model and salt reproduce the digest, the receipt names it, and the model reproduces\n"
+    "every signed prediction. It checks no signature: run `verify` first (an auditor holds the provider's public key)."
     if commitment.salt is None: raise ValueError("the commitment is not opened: the provider must reveal its salt (a published commitment has none)")
     hx = _inputs(x)
     _same_inputs(transcript, hx)
     if not opens(commitment, serialize_weights(model)): return False                            # not the committed weights
     if transcript.receipt.commitment != commitment.digest: return False                         # answered under another commitment
     if not _root_matches(transcript, hx): return False                                          # predictions not the signed ones
-    return bool(np.array_equal(np.asarray(model.predict(x)).astype(np.int64), np.asarray(transcript.predictions)))
+    return bool(np.array_equal(_labels(model.predict(x)), _labels(transcript.predictions)))
 
 # %% ../nbs/51_stress.ipynb #7b47a5b3
 @dataclass

@@ -127,3 +127,39 @@ def test_test_sets_and_thresholds_can_be_committed(setup):
     t = prov.commit_bytes(b"threshold=0.80")
     assert S.opens(t, b"threshold=0.80") and not S.opens(t, b"threshold=0.70")
     with pytest.raises(ValueError, match="not opened"): S.opens(t.published(), b"threshold=0.80")
+
+
+def test_non_integer_predictions_are_not_what_was_signed(setup):
+    "Truncating 0.7 to 0 would accept predictions that were never signed; a NaN is a failed check, not a crash."
+    cfg, st, prov, model, com, x, t = setup
+    for bad in (t.predictions + 0.7, np.where(np.arange(len(x)) == 3, np.nan, t.predictions)):
+        assert not S.verify(replace(t, predictions=bad), x, prov.public_key)
+        assert not S.audit(replace(t, predictions=bad), x, model, com)
+    assert S.verify(replace(t, predictions=t.predictions.astype(float)), x, prov.public_key)   # 1.0 is the label 1
+    class Probabilities:
+        def predict(self, x): return np.full(len(x), 0.7)
+    with pytest.raises(ValueError, match="integer labels"): prov.answer(Probabilities(), x)
+
+
+def test_verify_ties_the_receipt_to_the_published_commitment(setup):
+    cfg, st, prov, model, com, x, t = setup
+    pub = com.published()
+    assert S.verify_commitment(pub, prov.public_key) and S.verify(t, x, prov.public_key, commitment=pub)
+    other = S.Provider.generate()
+    assert not S.verify_commitment(pub, other.public_key)
+    assert not S.verify_commitment(replace(pub, digest=bytes(32)), prov.public_key)
+    # receipts signed under a second commitment (B) fail against the published one (A)
+    fork = S.Provider(prov.key)
+    fork.commit(st["models"]["plain"])
+    tb = fork.answer(st["models"]["plain"], x)
+    assert S.verify(tb, x, prov.public_key) and not S.verify(tb, x, prov.public_key, commitment=pub)
+
+
+def test_verify_chain(setup):
+    cfg, st, prov, model, com, x, t = setup
+    p = S.Provider.generate(); p.commit(model)
+    ts = [p.answer(model, x[i:i + 5]) for i in range(0, 20, 5)]
+    assert S.verify_chain(ts, p.public_key)
+    assert not S.verify_chain([ts[0], ts[2], ts[3]], p.public_key)                   # one dropped
+    assert not S.verify_chain([ts[1], ts[0], ts[2], ts[3]], p.public_key)            # reordered
+    assert not S.verify_chain(ts[:3] + [replace(ts[3], signature=bytes(64))], p.public_key)   # a forged signature
