@@ -221,3 +221,10 @@ def test_memory_probe_says_where_it_measures(monkeypatch, tmp_path):
     monkeypatch.setattr(M, "_PROC", tmp_path / "no-proc")
     with pytest.raises(RuntimeError, match=r"measuring CPU memory needs Linux's .*measure on a CUDA device"):
         M.step_memory(1, True, vocab_size=16, length=8, device="cpu")
+
+
+@pytest.mark.slow
+def test_helps_induction_at_seed_0():
+    "The claim on the children's stories (about 5 minutes on 2 cores): the 2-head model forms induction, the 1-head one does not."
+    df = run_claims(["mtp.helps_induction"], quick=True, seeds=(0,), device="cpu", threads=2)
+    assert df.iloc[0].verdict == "holds", df.iloc[0].detail
