@@ -316,6 +316,8 @@ def _curves(quick, seed, device, shift="none", who=("transformer", "setmlp", "le
 
 def excess_error(curves: dict, d: int) -> dict:
     "Each learner's NSE minus least squares' on the same prompts, averaged over k = 1..2d."
+    if "least_squares" not in curves: raise ValueError(f"curves needs a 'least_squares' curve to compare with, got {list(curves)}")
+    if any(len(c) < 2 * d + 1 for c in curves.values()): raise ValueError(f"every curve needs k = 0..2d ({2 * d + 1} points) for d={d}")
     ls = curves["least_squares"].nse.to_numpy()[1:2 * d + 1]
     return {w: float((c.nse.to_numpy()[1:2 * d + 1] - ls).mean()) for w, c in curves.items() if w != "least_squares"}
 

@@ -201,3 +201,10 @@ def test_excess_error_is_relative_to_least_squares_on_the_same_prompts():
     # under w scaled by 3 every linear-in-y predictor's error grows by exactly 9: its excess too
     s = {w: I.error_curve(w, 3, 7, n_prompts=100, n_boot=10, shift="w_scale", scale=3.0) for w in ("least_squares", "averaging")}
     assert np.isclose(I.excess_error(s, 3)["averaging"], 9 * ex["averaging"], rtol=1e-4)
+
+
+def test_excess_error_bad_inputs():
+    c = {"averaging": I.error_curve("averaging", 3, 7, n_prompts=20, n_boot=5)}
+    with pytest.raises(ValueError, match="needs a 'least_squares' curve"): I.excess_error(c, 3)
+    c["least_squares"] = I.error_curve("least_squares", 3, 7, n_prompts=20, n_boot=5)
+    with pytest.raises(ValueError, match="needs k = 0..2d"): I.excess_error(c, 5)
