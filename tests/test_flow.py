@@ -157,3 +157,29 @@ def test_checkerboard_check_is_two_sided():
     c = REGISTRY["flow.checkerboard_nll"]
     judge = lambda gap: c.judge(dict(nll=math.log(8) + gap, entropy=math.log(8), gap=gap, quick=1.0)).holds
     assert judge(0.1) and judge(-0.04) and not judge(-0.1) and not judge(0.35)
+
+def _vp_alpha_error(sched):
+    "Max |alpha_t - exp(-1/2 int_0^{1-t} beta)|, beta(tau) = b_min + tau (b_max - b_min) in diffusion time tau = 1 - t."
+    t = torch.tensor([0.0, 0.1, 0.3, 0.6, 0.9, 1.0], dtype=torch.float64)
+    tau = torch.linspace(0, 1, 20001, dtype=torch.float64)
+    closed = []
+    for ti in t.tolist():
+        s = tau * (1 - ti)                                                 # a grid on [0, 1 - t]
+        closed.append(torch.exp(-0.5 * torch.trapezoid(sched.beta_min + s * (sched.beta_max - sched.beta_min), s)))
+    return (sched(t).alpha - torch.stack(closed)).abs().max().item()
+
+class _OldVP(Fl.VPScheduler):
+    "The chapter's old formula: alpha_0 = e^{-b_min/2 - b_max/4} (T(t) with b_max instead of b_max - b_min)."
+    def __call__(self, t):
+        T = 0.5 * (1 - t) ** 2 * self.beta_max + (1 - t) * self.beta_min
+        a = torch.exp(-0.5 * T)
+        return Fl.SchedulerOutput(a, torch.sqrt(1 - a ** 2), a, a)
+
+@pytest.mark.parametrize("b_min, b_max", [(0.1, 20.0), (0.5, 10.0), (1.0, 4.0)])
+def test_vp_scheduler_is_the_integrated_beta_schedule(b_min, b_max):
+    "alpha_t = exp(-1/2 int beta): alpha_0 = e^{-(b_min + b_max)/4}, alpha_1 = 1; the old formula is caught."
+    s = Fl.VPScheduler(b_min, b_max)
+    assert _vp_alpha_error(s) < 1e-6
+    ends = s(torch.tensor([0.0, 1.0], dtype=torch.float64)).alpha
+    assert math.isclose(ends[0].item(), math.exp(-(b_min + b_max) / 4), rel_tol=1e-9) and ends[1].item() == 1.0
+    assert _vp_alpha_error(_OldVP(b_min, b_max)) > 1e-3
