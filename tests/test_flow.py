@@ -217,3 +217,14 @@ def test_likelihood_claim_fails_when_hutchinson_probes_are_all_the_same(monkeypa
                         real(v, x, create_graph, None if probes is None else probes[:1].expand_as(probes)))
     r = REGISTRY["flow.likelihood_is_exact"](quick=True, seed=0)
     assert r.measured["exact_err"] <= 1e-3 and r.measured["shrink"] > 0.9 and not r.holds, r.measured   # measured: shrink 1.0
+
+@pytest.mark.parametrize("gap, holds", [(0.1, True), (-0.04, True), (-0.2, False), (0.5, False)])
+def test_checkerboard_claim_fails_on_an_nll_below_the_entropy(monkeypatch, gap, holds):
+    "Through the claim itself (the trained model replaced): an NLL 0.2 nats below log 8 fails it, as one 0.5 above does."
+    from robustlearn import flow as FLW
+    from robustlearn.claims import REGISTRY
+    monkeypatch.setattr(FLW, "checkerboard_model", lambda quick, seed, device="cpu":
+                        (None, dict(nll=math.log(8) + gap, entropy=math.log(8), loss=0.0)))
+    monkeypatch.setattr(FLW, "_samples_figure", lambda model, seed: None)   # the figure is not what is tested (and takes 20 s)
+    r = REGISTRY["flow.checkerboard_nll"](quick=True, seed=0)
+    assert math.isclose(r.measured["gap"], gap, abs_tol=1e-12) and r.holds == holds, r.measured
