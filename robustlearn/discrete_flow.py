@@ -23,8 +23,8 @@ from .exercises import exercise
 
 # %% auto #0
 __all__ = ['SOURCES', 'MixturePath', 'TokenMLP', 'discrete_flow_loss', 'train_discrete_flow', 'sample_discrete',
-           'expected_complete', 'checkerboard_tokens', 'checkerboard_target', 'total_variation', 'digits_tokens',
-           'DiscreteFlowExperiment', 'checkerboard_experiment', 'matches_target']
+           'expected_complete', 'complete_counts', 'checkerboard_tokens', 'checkerboard_target', 'total_variation',
+           'digits_tokens', 'DiscreteFlowExperiment', 'checkerboard_experiment', 'matches_target']
 
 # %% ../nbs/21_discrete_flow.ipynb #adffa750
 SOURCES = ("mask", "uniform")
@@ -128,6 +128,22 @@ def expected_complete(path: MixturePath, t: float, n: int, length: int) -> tuple
         if not isinstance(v, int) or v < 1: raise ValueError(f"{name} must be a positive int, got {v!r}")
     p = path.kappa(float(t)) ** length
     return n * p, math.sqrt(n * p * (1 - p))
+
+def complete_counts(traj: torch.Tensor,              # (S+1, n, L) states of sample_discrete(..., return_trajectory=True)
+                    path: MixturePath,
+                    times: tuple = (0.25, 0.5, 0.75),  # on the sampler's grid k / S
+                    n_sd: float = 4.0) -> list[dict]:
+    "Complete samples at each time against Binomial(n, kappa_t^L): count, expected, sd, and ok = |count - expected| <= n_sd sd."
+    if traj.dim() != 3: raise ValueError(f"traj must be (steps + 1, n, L), got {tuple(traj.shape)}")
+    S, n, L = traj.shape[0] - 1, traj.shape[1], traj.shape[2]
+    rows = []
+    for t in times:
+        k = round(t * S)
+        if S < 1 or abs(k / S - t) > 1e-9: raise ValueError(f"t = {t} is not on the sampler's grid of {S} steps")
+        mean, sd = expected_complete(path, k / S, n, L)
+        count = int((traj[k] != path.mask_id).all(1).sum())
+        rows.append(dict(t=t, count=count, expected=mean, sd=sd, ok=abs(count - mean) <= n_sd * sd))
+    return rows
 
 # %% ../nbs/21_discrete_flow.ipynb #a6382217
 def checkerboard_tokens(n: int, grid: int = 16, generator=None) -> torch.Tensor:

@@ -69,17 +69,27 @@ class _SlowPath(D.MixturePath):
     "A broken sampler schedule: jumps with half the right probability (until the last step)."
     def jump_probability(self, t, h): return 0.5 * super().jump_probability(t, h) if t + h < 1 - 1e-9 else 1.0
 
+class _FrozenPath(D.MixturePath):
+    "A broken sampler: never unmasks."
+    def jump_probability(self, t, h): return 0.0
+
 @pytest.mark.parametrize("path, holds", [(D.MixturePath(8, "mask"), True), (D.MixturePath(8, "mask", n=2.0), True),
-                                         (_SlowPath(8, "mask"), False)])
+                                         (_SlowPath(8, "mask"), False), (_FrozenPath(8, "mask"), False)],
+                         ids=["kappa=t", "kappa=t^2", "half-rate", "never-unmasks"])
 def test_complete_samples_follow_kappa_squared(path, holds):
-    "Tokens unmask on schedule: complete samples at t ~ Binomial(n, kappa_t^2); a sampler off schedule is caught."
+    "Tokens unmask on schedule: complete samples at t ~ Binomial(n, kappa_t^2) within 4 sd; a sampler off schedule is caught."
     q = torch.full((2, 8), 1 / 8)
     traj = D.sample_discrete(Posterior(q), path, 5000, steps=20, generator=torch.Generator().manual_seed(0), return_trajectory=True)
-    ok = []
-    for k in (5, 10, 15):
-        mean, sd = D.expected_complete(path, k / 20, 5000, 2)
-        ok.append(abs((traj[k] < 8).all(1).sum().item() - mean) <= 4 * sd)
-    assert all(ok) == holds, ok
+    rows = D.complete_counts(traj, path, times=(0.25, 0.5, 0.75))
+    assert [r["t"] for r in rows] == [0.25, 0.5, 0.75]
+    ok = [r["ok"] for r in rows]
+    assert all(ok) == holds and (holds or not any(ok)), rows              # a broken sampler is off at every time
+
+def test_complete_counts_bad_input():
+    traj = torch.full((21, 4, 2), 8)
+    with pytest.raises(ValueError, match="not on the sampler's grid"): D.complete_counts(traj, D.MixturePath(8, "mask"), times=(0.33,))
+    with pytest.raises(ValueError, match=r"traj must be \(steps \+ 1, n, L\)"): D.complete_counts(traj[0], D.MixturePath(8, "mask"))
+    with pytest.raises(ValueError, match="mask source"): D.complete_counts(traj, D.MixturePath(8, "uniform"))
 
 @pytest.mark.parametrize("args, fragment", [((D.MixturePath(4, "uniform"), 0.5, 10, 2), "mask source"),
                                             ((D.MixturePath(4, "mask"), 1.5, 10, 2), "t must be in [0, 1]"),

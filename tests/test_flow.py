@@ -157,3 +157,74 @@ def test_checkerboard_check_is_two_sided():
     c = REGISTRY["flow.checkerboard_nll"]
     judge = lambda gap: c.judge(dict(nll=math.log(8) + gap, entropy=math.log(8), gap=gap, quick=1.0)).holds
     assert judge(0.1) and judge(-0.04) and not judge(-0.1) and not judge(0.35)
+
+def _vp_alpha_error(sched):
+    "Max |alpha_t - exp(-1/2 int_0^{1-t} beta)|, beta(tau) = b_min + tau (b_max - b_min) in diffusion time tau = 1 - t."
+    t = torch.tensor([0.0, 0.1, 0.3, 0.6, 0.9, 1.0], dtype=torch.float64)
+    tau = torch.linspace(0, 1, 20001, dtype=torch.float64)
+    closed = []
+    for ti in t.tolist():
+        s = tau * (1 - ti)                                                 # a grid on [0, 1 - t]
+        closed.append(torch.exp(-0.5 * torch.trapezoid(sched.beta_min + s * (sched.beta_max - sched.beta_min), s)))
+    return (sched(t).alpha - torch.stack(closed)).abs().max().item()
+
+class _OldVP(Fl.VPScheduler):
+    "The chapter's old formula: alpha_0 = e^{-b_min/2 - b_max/4} (T(t) with b_max instead of b_max - b_min)."
+    def __call__(self, t):
+        T = 0.5 * (1 - t) ** 2 * self.beta_max + (1 - t) * self.beta_min
+        a = torch.exp(-0.5 * T)
+        return Fl.SchedulerOutput(a, torch.sqrt(1 - a ** 2), a, a)
+
+@pytest.mark.parametrize("b_min, b_max", [(0.1, 20.0), (0.5, 10.0), (1.0, 4.0)])
+def test_vp_scheduler_is_the_integrated_beta_schedule(b_min, b_max):
+    "alpha_t = exp(-1/2 int beta): alpha_0 = e^{-(b_min + b_max)/4}, alpha_1 = 1; the old formula is caught."
+    s = Fl.VPScheduler(b_min, b_max)
+    assert _vp_alpha_error(s) < 1e-6
+    ends = s(torch.tensor([0.0, 1.0], dtype=torch.float64)).alpha
+    assert math.isclose(ends[0].item(), math.exp(-(b_min + b_max) / 4), rel_tol=1e-9) and ends[1].item() == 1.0
+    assert _vp_alpha_error(_OldVP(b_min, b_max)) > 1e-3
+
+def _regressed_field_error(path, t, seed):
+    "Relative error of the least-squares linear fit of dx_t on x_t against the marginal field (3-D rotated Gaussian data)."
+    g = torch.Generator().manual_seed(seed)
+    mu, s = torch.randn(3, generator=g, dtype=torch.float64), 0.3 + 2 * torch.rand(3, generator=g, dtype=torch.float64)
+    R = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=torch.float64))[0]
+    N = 200_000
+    ps = path.sample(torch.randn(N, 3, generator=g, dtype=torch.float64), mu + (s * torch.randn(N, 3, generator=g, dtype=torch.float64)) @ R.T,
+                     torch.full((N,), t, dtype=torch.float64))
+    feats = torch.cat([ps.x_t, torch.ones(N, 1, dtype=torch.float64)], 1)
+    fit = feats @ torch.linalg.lstsq(feats, ps.dx_t).solution
+    u = Fl.GaussianPathField(mu, s, R)(ps.x_t, ps.t)
+    return ((fit - u).norm(dim=1).mean() / u.norm(dim=1).mean()).item()
+
+class _FlippedSigmaDot(Fl.CondOTScheduler):
+    "A wrong conditional velocity: d_sigma = +1 instead of -1, so dx_t = x1 + x0."
+    def __call__(self, t): return Fl.SchedulerOutput(t, 1 - t, torch.ones_like(t), torch.ones_like(t))
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_regressing_conditional_velocities_gives_the_marginal_field(seed):
+    "The chapter's derivation: least squares on dx_t = x1 - x0 recovers E[dx_t | x_t] = u_t (linear for Gaussian data)."
+    for t in (0.1, 0.5, 0.9):
+        assert _regressed_field_error(Fl.AffinePath(), t, seed) < 0.02, t              # measured 0.001-0.007 (seeds 0-2)
+    assert _regressed_field_error(Fl.AffinePath(_FlippedSigmaDot()), 0.5, seed) > 0.3    # measured 0.66-2.1
+
+def test_likelihood_claim_fails_when_hutchinson_probes_are_all_the_same(monkeypatch):
+    "The claim's second half can fail for the estimator's own reasons: one probe repeated P times does not average out."
+    from robustlearn import flow as FLW
+    from robustlearn.claims import REGISTRY
+    real = FLW._divergence
+    monkeypatch.setattr(FLW, "_divergence", lambda v, x, create_graph, probes=None:
+                        real(v, x, create_graph, None if probes is None else probes[:1].expand_as(probes)))
+    r = REGISTRY["flow.likelihood_is_exact"](quick=True, seed=0)
+    assert r.measured["exact_err"] <= 1e-3 and r.measured["shrink"] > 0.9 and not r.holds, r.measured   # measured: shrink 1.0
+
+@pytest.mark.parametrize("gap, holds", [(0.1, True), (-0.04, True), (-0.2, False), (0.5, False)])
+def test_checkerboard_claim_fails_on_an_nll_below_the_entropy(monkeypatch, gap, holds):
+    "Through the claim itself (the trained model replaced): an NLL 0.2 nats below log 8 fails it, as one 0.5 above does."
+    from robustlearn import flow as FLW
+    from robustlearn.claims import REGISTRY
+    monkeypatch.setattr(FLW, "checkerboard_model", lambda quick, seed, device="cpu":
+                        (None, dict(nll=math.log(8) + gap, entropy=math.log(8), loss=0.0)))
+    monkeypatch.setattr(FLW, "_samples_figure", lambda model, seed: None)   # the figure is not what is tested (and takes 20 s)
+    r = REGISTRY["flow.checkerboard_nll"](quick=True, seed=0)
+    assert math.isclose(r.measured["gap"], gap, abs_tol=1e-12) and r.holds == holds, r.measured
