@@ -61,10 +61,11 @@ lab: $(VENV)/.dev-installed
 
 ## outputs: execute the chapters and tutorials (NBS) in place, outside test mode, so the website shows their results
 # (Quarto renders the stored outputs; nothing is executed at build time). About 40 minutes on 2 cores for everything.
+# ROBUSTLEARN_STATIC=1: `core.explore` cells store their default run instead of live sliders.
 NBS ?= nbs/*.ipynb tutorials/*.ipynb
 outputs: $(VENV)/.dev-installed
 	$(BIN)/nbdev-export
-	for nb in $(NBS); do echo "$$nb"; $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
+	for nb in $(NBS); do echo "$$nb"; ROBUSTLEARN_STATIC=1 $(BIN)/jupyter nbconvert --to notebook --execute --inplace \
 	  --ExecutePreprocessor.timeout=3600 "$$nb" || exit 1; done
 	$(BIN)/nbdev-clean && $(BIN)/nbdev-clean --fname tutorials
 

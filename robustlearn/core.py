@@ -6,7 +6,7 @@ Docs: https://robustlearn.github.io/robustlearn/core.html.md"""
 
 # %% ../nbs/00_core.ipynb #ee195669
 from __future__ import annotations
-import dataclasses, itertools, math, os, random, sys, tempfile
+import dataclasses, inspect, itertools, math, os, random, sys, tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -18,7 +18,7 @@ from tqdm import tqdm
 # %% auto #0
 __all__ = ['set_seed', 'get_device', 'model_device', 'in_test', 'index_data', 'data_len', 'Batches', 'Config', 'atomic_write',
            'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'to_device', 'History', 'make_optimizer',
-           'show_progress', 'lr_factor', 'fit', 'ce_loss', 'set_plot_theme']
+           'show_progress', 'lr_factor', 'fit', 'ce_loss', 'set_plot_theme', 'live_widgets', 'explore']
 
 # %% ../nbs/00_core.ipynb #37924f00
 def set_seed(seed: int  # a non-negative integer
@@ -339,3 +339,45 @@ def set_plot_theme(**overrides):  # seaborn.set_theme arguments that replace the
     "Set the project's one matplotlib/seaborn theme: white grid, colour-blind palette."
     import seaborn as sns
     sns.set_theme(**{"style": "whitegrid", "palette": "colorblind", "rc": {"figure.dpi": 90}, **overrides})
+
+# %% ../nbs/00_core.ipynb #2a3e3b08
+def _flag(name: str) -> bool: return os.environ.get(name, "").lower() not in ("", "0", "false", "no")
+
+def live_widgets() -> bool:
+    "True in a live Jupyter kernel with ipywidgets, outside `nbdev-test` and static builds (`ROBUSTLEARN_STATIC=1`)."
+    if in_test() or _flag("ROBUSTLEARN_STATIC"): return False
+    try:
+        import ipywidgets  # noqa: F401
+        from IPython import get_ipython
+    except ImportError: return False
+    return type(get_ipython()).__name__ == "ZMQInteractiveShell"
+
+# %% ../nbs/00_core.ipynb #0b2111cc
+def _widget(name, spec):
+    "An ipywidgets control for `name=(default, lo, hi, step)` or `name=(default, [choices])`, checked first."
+    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], (list, tuple)):
+        default, choices = spec
+        if default not in choices: raise ValueError(f"{name}: default {default!r} is not one of {list(choices)}")
+        return dict(kind="menu", value=default, options=list(choices))
+    if not (isinstance(spec, tuple) and len(spec) == 4):
+        raise ValueError(f"{name} must be (default, lo, hi, step) or (default, [choices]), got {spec!r}")
+    default, lo, hi, step = spec
+    if not lo <= default <= hi or step <= 0:
+        raise ValueError(f"{name}: need lo <= default <= hi and step > 0, got {spec}")
+    kind = "int" if all(isinstance(v, int) and not isinstance(v, bool) for v in spec) else "float"
+    return dict(kind=kind, value=default, min=lo, max=hi, step=step)
+
+def explore(fn, **params):
+    "Run `fn` at each parameter's default and return its result; in a live notebook, sliders or menus re-run it."
+    specs = {k: _widget(k, v) for k, v in params.items()}
+    inspect.signature(fn).bind_partial(**specs)          # a parameter `fn` does not take is an error here, not later
+    defaults = {k: s["value"] for k, s in specs.items()}
+    if not live_widgets(): return fn(**defaults)
+    import ipywidgets as W
+    from IPython.display import display
+    make = {"menu": lambda s, k: W.Dropdown(options=s["options"], value=s["value"], description=k),
+            "int": lambda s, k: W.IntSlider(value=s["value"], min=s["min"], max=s["max"], step=s["step"], description=k,
+                                             continuous_update=False),
+            "float": lambda s, k: W.FloatSlider(value=s["value"], min=s["min"], max=s["max"], step=s["step"],
+                                                 description=k, continuous_update=False)}
+    display(W.interactive(fn, **{k: make[s["kind"]](s, k) for k, s in specs.items()}))
