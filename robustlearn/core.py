@@ -354,23 +354,30 @@ def live_widgets() -> bool:
 
 # %% ../nbs/00_core.ipynb #0b2111cc
 def _widget(name, spec):
-    "An ipywidgets control for `name=(default, lo, hi, step)` or `name=(default, [choices])`, checked first."
+    "The control for `name=(default, lo, hi, step)` or `name=(default, [choices])`, checked, as a dict."
     if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], (list, tuple)):
         default, choices = spec
-        if default not in choices: raise ValueError(f"{name}: default {default!r} is not one of {list(choices)}")
+        if not any(type(c) is type(default) and c == default for c in choices):
+            raise ValueError(f"{name}: default {default!r} is not one of {list(choices)}")
         return dict(kind="menu", value=default, options=list(choices))
     if not (isinstance(spec, tuple) and len(spec) == 4):
         raise ValueError(f"{name} must be (default, lo, hi, step) or (default, [choices]), got {spec!r}")
+    if any(isinstance(v, bool) for v in spec):
+        raise ValueError(f"{name}: a switch is a menu, (default, [True, False]), not a slider")
     default, lo, hi, step = spec
-    if not lo <= default <= hi or step <= 0:
-        raise ValueError(f"{name}: need lo <= default <= hi and step > 0, got {spec}")
-    kind = "int" if all(isinstance(v, int) and not isinstance(v, bool) for v in spec) else "float"
-    return dict(kind=kind, value=default, min=lo, max=hi, step=step)
+    if not (lo < hi and lo <= default <= hi and step > 0):
+        raise ValueError(f"{name}: need lo < hi, lo <= default <= hi and step > 0, got {spec}")
+    if abs((default - lo) / step - round((default - lo) / step)) > 1e-6:
+        raise ValueError(f"{name}: the default {default} is not on the slider's grid lo + n * step")
+    if all(isinstance(v, int) for v in spec): return dict(kind="int", value=default, min=lo, max=hi, step=step)
+    digits = max(0, -math.floor(math.log10(step) + 1e-9))          # a readout that shows the step
+    return dict(kind="float", value=float(default), min=float(lo), max=float(hi), step=float(step), fmt=f".{digits}f")
 
 def explore(fn, **params):
-    "Run `fn` at each parameter's default and return its result; in a live notebook, sliders or menus re-run it."
+    """Run `fn` at each parameter's default and return its result; in a live notebook, show sliders or menus that re-run
+    it and display what it returns (and return None)."""
     specs = {k: _widget(k, v) for k, v in params.items()}
-    inspect.signature(fn).bind_partial(**specs)          # a parameter `fn` does not take is an error here, not later
+    inspect.signature(fn).bind(**specs)                  # a missing or unknown parameter is an error here, not later
     defaults = {k: s["value"] for k, s in specs.items()}
     if not live_widgets(): return fn(**defaults)
     import ipywidgets as W
@@ -379,5 +386,6 @@ def explore(fn, **params):
             "int": lambda s, k: W.IntSlider(value=s["value"], min=s["min"], max=s["max"], step=s["step"], description=k,
                                              continuous_update=False),
             "float": lambda s, k: W.FloatSlider(value=s["value"], min=s["min"], max=s["max"], step=s["step"],
-                                                 description=k, continuous_update=False)}
-    display(W.interactive(fn, **{k: make[s["kind"]](s, k) for k, s in specs.items()}))
+                                                 description=k, readout_format=s["fmt"], continuous_update=False)}
+    def call(**kw): return fn(**kw)                      # only the explored parameters become controls
+    display(W.interactive(call, {"auto_display": True}, **{k: make[s["kind"]](s, k) for k, s in specs.items()}))
