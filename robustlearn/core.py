@@ -61,9 +61,11 @@ def model_device(model: torch.nn.Module  # a module with parameters or buffers (
     for t in itertools.chain(model.parameters(), model.buffers()): return t.device
     return torch.device("cpu")
 
+def _flag(name: str) -> bool: return os.environ.get(name, "").lower() not in ("", "0", "false", "no")
+
 def in_test() -> bool:
     "True while notebooks run under `nbdev-test` (which sets `IN_TEST=1`)."
-    return os.environ.get("IN_TEST", "").lower() not in ("", "0", "false", "no")
+    return _flag("IN_TEST")
 
 # %% ../nbs/00_core.ipynb #fcadba8a
 def index_data(data, idx: torch.Tensor):
@@ -341,8 +343,6 @@ def set_plot_theme(**overrides):  # seaborn.set_theme arguments that replace the
     sns.set_theme(**{"style": "whitegrid", "palette": "colorblind", "rc": {"figure.dpi": 90}, **overrides})
 
 # %% ../nbs/00_core.ipynb #2a3e3b08
-def _flag(name: str) -> bool: return os.environ.get(name, "").lower() not in ("", "0", "false", "no")
-
 def live_widgets() -> bool:
     "True in a live Jupyter kernel with ipywidgets, outside `nbdev-test` and static builds (`ROBUSTLEARN_STATIC=1`)."
     if in_test() or _flag("ROBUSTLEARN_STATIC"): return False
