@@ -25,8 +25,13 @@ $(VENV)/.core-installed: pyproject.toml | $(BIN)/python
 	$(PIP) -e .
 	touch $@
 
+# seqeval (viraal's slot F1) is an sdist whose setup pulls the newest setuptools_scm, which no longer builds it:
+# give it an older one and build it without isolation
+SEQEVAL := $(PIP) setuptools "setuptools_scm<9" wheel && $(PIP) --no-build-isolation "seqeval>=1.2"
+
 $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	$(PIP) $(TORCH)
+	$(SEQEVAL)
 	$(PIP) -e ".[dev]"
 	touch $@ $(VENV)/.core-installed
 
