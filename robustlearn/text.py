@@ -170,12 +170,17 @@ class Seq2Seq(nn.Module):
         logits, _, attn = self.decoder.step(tgt_in, self.decoder.init_state(summary), enc_out, src_mask)
         return logits, attn
 
-    def nll(self, src, src_mask, tgt: torch.Tensor) -> torch.Tensor:   # tgt: (B, U + 1) <bos> ... <eos> <pad>...
-        "(B,) summed negative log-likelihood of each target sentence (padding excluded)."
+    def nll(self, src, src_mask, tgt: torch.Tensor,   # tgt: (B, U + 1) <bos> ... <eos> <pad>...
+            weight: torch.Tensor | None = None) -> torch.Tensor:   # (B, U) per predicted token (e.g. 0 to leave a word out)
+        "(B,) summed negative log-likelihood of each target sentence (padding excluded), optionally weighted per token."
         logits, _ = self(src, src_mask, tgt[:, :-1])
         y = tgt[:, 1:]                                                            # (B, U)
         tok = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")        # (B, U)
-        return (tok * (y != self.pad_id)).sum(1)
+        w = (y != self.pad_id).to(tok.dtype)
+        if weight is not None:
+            if weight.shape != y.shape: raise ValueError(f"weight must have the shape of tgt[:, 1:], {tuple(y.shape)}, got {tuple(weight.shape)}")
+            w = w * weight.to(tok.dtype)
+        return (tok * w).sum(1)
 
     @torch.no_grad()
     def greedy(self, src, src_mask, max_len: int | None = None) -> list[list[int]]:
