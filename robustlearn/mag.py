@@ -231,9 +231,9 @@ class MAGExperiment(Config):
     lm_hidden: int = 64
     batch_size: int = 64
     lr: float = 3e-3
-    warmup_steps: int = 400      # clean steps shared by every method
-    steps: int = 1000            # steps after the warm-up, each method
-    mlm_steps: int = 600         # masked-LM pre-training of the generator
+    warmup_steps: int = 300      # clean steps shared by every method
+    steps: int = 600             # steps after the warm-up, each method
+    mlm_steps: int = 400         # masked-LM pre-training of the generator
     rate: float = 0.15           # chance that a token is replaced (at least one per sentence)
     lam: float = 1.0             # weight of the NMT loss in the generator's loss (mag)
     tau: float = 1.0             # Gumbel-softmax temperature
@@ -339,10 +339,12 @@ def run_mag(cfg: MAGExperiment, seed: int = 0, methods=("plain", "mag"), device=
     models, lms, rows = {}, {}, []
     for m in methods:
         set_seed(seed)
-        lms[m] = copy.deepcopy(lm)
+        lms[m], t0 = copy.deepcopy(lm), time.perf_counter()
         models[m] = train_nmt(cfg, m, train, sv, copy.deepcopy(warm), lms[m], seed, device, progress)
+        secs = time.perf_counter() - t0                                      # the method's training time (after the warm-up)
         for name, (ids, rep) in tests.items():
-            rows.append({"method": m, "test": name, **evaluate_translation(models[m], ids, test[1], test[2], test[3], tv, rep)})
+            rows.append({"method": m, "test": name, **evaluate_translation(models[m], ids, test[1], test[2], test[3], tv, rep),
+                         "train_seconds": secs})
     return {"table": pd.DataFrame(rows), "models": models, "lm": lm, "lms": lms, "warm": warm, "train": train,
             "test": test, "tests": tests, "vocabs": (sv, tv)}
 
