@@ -255,6 +255,7 @@ class VirAALConfig(Config):
     seed_frac: float = 0.02     # the seed set: 2% of the pool
     query_frac: float = 0.02    # one acquisition round adds another 2%
     baseline_frac: float = 0.10 # the label budget of the CE + random baseline
+    max_len: int = 48           # the longest utterance the model accepts
     threads: int = 1            # torch CPU threads while training (restored after): small GRUs run fastest on one
     stratify: bool = False      # stratify the seed set by intent (uses the pool's labels: off, as in real active learning)
     FULL: ClassVar[dict] = dict(pool=10000, test=2000, emb_dim=100, hidden=128, steps=3000)
@@ -332,7 +333,7 @@ def train_joint(data,                       # the pool, encoded (see `encode_nlu
     lab = Batches(index_data(data, labelled), cfg.batch_size, seed=seed)
     unlab = Batches(index_data(data, rest if len(rest) else labelled), cfg.unlabelled_batch, seed=seed + 1)
     set_seed(seed)
-    model = JointNLU(n_words, n_intents, n_tags, cfg.emb_dim, cfg.hidden, max_len=data[0].shape[1])
+    model = JointNLU(n_words, n_intents, n_tags, cfg.emb_dim, cfg.hidden, max_len=cfg.max_len)
     loss = functools.partial(joint_loss, vat=vat, eps=cfg.eps, xi=cfg.xi, vat_weight=cfg.vat_weight)
     fit(model, loss, lambda step: (lab(step), unlab(step)), steps=cfg.steps, lr=cfg.lr, seed=seed, device=device,
         progress=progress, desc="VAT" if vat else "CE")
@@ -398,7 +399,7 @@ def nlu_experiment_data(cfg: VirAALConfig | None = None, seed: int = 0) -> dict:
     pool_r, test_r = recs[:cfg.pool], recs[cfg.pool:]
     vocab, intents, tags = nlu_vocabs(pool_r)
     tags = ["O"] + [f"{b}-{s}" for s in SLOTS for b in "BI"]
-    enc = lambda r: encode_nlu(r, vocab, intents, tags)
+    enc = lambda r: encode_nlu(r, vocab, intents, tags, cfg.max_len)
     return dict(pool=enc(pool_r), test=enc(test_r), vocab=vocab, intents=intents, tags=tags)
 
 def active_learning(d: dict,                 # from `nlu_experiment_data`
@@ -503,7 +504,7 @@ def fewer_labels(quick, seed, device):
     return dict(viraal_acc=v["intent_acc"], ce10_acc=c["intent_acc"], gap=v["intent_acc"] - c["intent_acc"],
                 viraal_f1=v["slot_f1"], ce10_f1=c["slot_f1"])
 
-# %% ../nbs/61_viraal.ipynb #d662f100
+# %% ../nbs/61_viraal.ipynb #34fbf9c8
 def _norm_cases(gen):
     mk = lambda *lens: torch.arange(max(lens))[None] < torch.tensor(lens)[:, None]
     return [("one sentence, no padding", (torch.randn(1, 3, 2, generator=gen), mk(3))),
