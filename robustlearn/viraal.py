@@ -317,7 +317,13 @@ def evaluate(model: JointNLU, data, tag_names: Sequence[str]) -> dict:
     return dict(intent_acc=(pred_int == data[2]).double().mean().item(),
                 slot_f1=slot_f1(true_tags, [[tag_names[t] for t in p] for p in pred_tags]))
 
-# %% ../nbs/61_viraal.ipynb #e9e06e3f
+# %% ../nbs/61_viraal.ipynb #812f6f15
+class _threads:
+    "Run the block with n torch CPU threads, then restore the previous number."
+    def __init__(self, n): self.n = n
+    def __enter__(self): self.old = torch.get_num_threads(); torch.set_num_threads(self.n)
+    def __exit__(self, *exc): torch.set_num_threads(self.old)
+
 def train_joint(data,                       # the pool, encoded (see `encode_nlu`)
                 labelled: Sequence[int],    # rows of `data` whose labels may be used
                 n_words: int, n_intents: int, n_tags: int,
@@ -335,8 +341,9 @@ def train_joint(data,                       # the pool, encoded (see `encode_nlu
     set_seed(seed)
     model = JointNLU(n_words, n_intents, n_tags, cfg.emb_dim, cfg.hidden, max_len=cfg.max_len)
     loss = functools.partial(joint_loss, vat=vat, eps=cfg.eps, xi=cfg.xi, vat_weight=cfg.vat_weight)
-    fit(model, loss, lambda step: (lab(step), unlab(step)), steps=cfg.steps, lr=cfg.lr, seed=seed, device=device,
-        progress=progress, desc="VAT" if vat else "CE")
+    with _threads(cfg.threads):
+        fit(model, loss, lambda step: (lab(step), unlab(step)), steps=cfg.steps, lr=cfg.lr, seed=seed, device=device,
+            progress=progress, desc="VAT" if vat else "CE")
     return model
 
 # %% ../nbs/61_viraal.ipynb #0c2f712b
@@ -432,12 +439,6 @@ def active_learning(d: dict,                 # from `nlu_experiment_data`
 RUNS = {"ce@2": ("random", False, 0, None), "vat@2": ("random", True, 0, None),
         "vat+entropy@4": ("entropy", True, 1, "query_frac"), "vat+random@4": ("random", True, 1, "query_frac"),
         "ce+random@10": ("random", False, 1, "baseline_frac")}   # acquisition, vat, rounds, label budget of the round
-
-class _threads:
-    "Run the block with n torch CPU threads, then restore the previous number."
-    def __init__(self, n): self.n = n
-    def __enter__(self): self.old = torch.get_num_threads(); torch.set_num_threads(self.n)
-    def __exit__(self, *exc): torch.set_num_threads(self.old)
 
 def viraal_runs(cfg: VirAALConfig | None = None, seed: int = 0, device=None,
                 runs: Sequence[str] = tuple(RUNS),   # names from `RUNS`
