@@ -15,6 +15,7 @@ FAKE = torch.device("meta")
 _TAG = "_on_fake_accelerator"
 T = torch.Tensor
 _NO_CHECK = {torch._has_compatible_shallow_copy_type, T.copy_}   # cross-device copies are allowed
+_PACKED = ("_pack_padded_sequence", "_pad_packed_sequence", "gru", "lstm", "rnn_tanh", "rnn_relu")   # take CPU lengths
 
 
 def on_fake(t) -> bool:
@@ -47,6 +48,11 @@ def _name(func): return getattr(func, "__qualname__", getattr(func, "__name__", 
 def _mixed(func, args, kwargs):
     "Raise as CUDA does when `func` mixes accelerator and CPU tensors."
     if func in _NO_CHECK: return
+    if _name(func).endswith("_pack_padded_sequence") and on_fake(args[1]):   # as on CUDA: lengths must stay on the CPU
+        raise RuntimeError("'lengths' argument should be a 1D CPU int64 tensor, but got 1D fake int64 tensor")
+    if _name(func).endswith(_PACKED):                   # packed sequences: their lengths / batch_sizes live on the CPU
+        args = tuple(a for a in args if not (isinstance(a, torch.Tensor) and not on_fake(a) and a.dim() == 1
+                                             and a.dtype == torch.int64))
     if func in (T.__getitem__, T.__setitem__):   # CPU indices into an accelerator tensor are fine, as on CUDA
         self, idx, value = args[0], list(_tensors(args[1])), list(_tensors(args[2:]))
         ts = [self] + value + ([] if on_fake(self) else idx)
@@ -97,6 +103,8 @@ class FakeAccelerator(TorchFunctionMode):
         if args and out is args[0]:
             if target is None or on_fake(out) == target: return out   # in place, or already there
             out = out.clone()                                           # a transfer copies
+        if _name(func).endswith("_pack_padded_sequence"):   # (data, batch_sizes): batch_sizes stays on the CPU, as on CUDA
+            setattr(out[0], _TAG, fake); return out
         for t in _tensors(out):
             if fake or on_fake(t): setattr(t, _TAG, fake)
         return out

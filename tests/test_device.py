@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from fake_accelerator import FAKE, on_fake
 from robustlearn import core, metrics, nets, data as D, balancing as B, xrm as X, mat as M, flow as FL
 from robustlearn import discrete_flow as DF, mtp as MT, icl as I, icrm as R, u2c as U, recycling as RC
+from robustlearn import mag as MG, viraal as V
 
 
 def _params(model): return torch.cat([p.detach().cpu().flatten() for p in model.parameters()])
@@ -288,3 +289,25 @@ def test_recycling_pipeline(device):
     assert _on(next(avg.parameters()), device)
     c, b = RC.interpolation_curve(res.vanilla[0].model.to(device), res.vanilla[1].model.to(device), res.test_data.to(device), (0, 0.5, 1))
     assert len(c) == 3 and b >= 0
+
+
+def test_mag_pipeline(device):
+    "MAG at tiny sizes: every method trains on the device and gives the CPU's numbers; the attacker and timing run there."
+    cfg = MG.MAGExperiment(n_train=100, n_test=30, warmup_steps=3, steps=3, mlm_steps=2, attack_steps=2, batch_size=16,
+                           emb_dim=8, hidden=8, lm_hidden=8)
+    res, ref = MG.run_mag(cfg, seed=0, methods=MG.METHODS, device=device), MG.run_mag(cfg, seed=0, methods=MG.METHODS, device="cpu")
+    cols = ["token_acc", "exact", "bleu"]
+    _close(res["table"][cols].to_numpy(), ref["table"][cols].to_numpy(), device, atol=1e-3)
+    assert _on(next(res["models"]["mag"].parameters()), device) and _on(res["test"][0], device)
+    sv = res["vocabs"][0]
+    att = MG.train_attacker(cfg, res["models"]["plain"], res["lm"], res["train"], sv, device=device)
+    assert set(MG.attack_damage(res["models"]["plain"], att, *res["test"], sv)) == {"generator", "uniform"}
+    t = MG.time_perturbations(res["models"]["plain"], res["lm"], res["train"], sv, n=2, batch_size=8)
+    assert len(t["advgen"]) == 2
+
+def test_viraal_pipeline(device):
+    "VirAAL at tiny sizes: CE and VAT + entropy acquisition on the device, the CPU's numbers."
+    cfg = V.VirAALConfig.preset("quick", pool=200, test=60, steps=4)
+    a = V.viraal_runs(cfg, seed=0, device=device, runs=["ce@2", "vat+entropy@4"])
+    b = V.viraal_runs(cfg, seed=0, device="cpu", runs=["ce@2", "vat+entropy@4"])
+    _close(a[["intent_acc", "slot_f1"]].to_numpy(), b[["intent_acc", "slot_f1"]].to_numpy(), device, atol=1.0)
