@@ -25,10 +25,10 @@ from .exercises import exercise
 __all__ = ['WORDS', 'REORDER', 'METHODS', 'PAPER', 'translation_grammar', 'word_map', 'target_order', 'Parallel',
            'make_translation_data', 'toy_vocabs', 'encode_parallel', 'trim', 'intact_weight', 'sample_positions',
            'allowed_replacements', 'replace_uniform', 'replace_unk', 'MaskedLM', 'mlm_loss', 'gumbel_straight_through',
-           'generator_sample', 'mixed_embeddings', 'generator_loss', 'advgen_attack', 'MAGExperiment', 'pretrain_lm',
-           'train_nmt', 'noisy_tests', 'evaluate_translation', 'run_mag', 'train_attacker', 'attack_damage',
-           'time_perturbations', 'parallel_from_files', 'vocabs_from', 'robust_at_low_cost',
-           'learned_attacks_hurt_more', 'faster_than_gradient_attack']
+           'generator_sample', 'generator_replace', 'mixed_embeddings', 'generator_loss', 'advgen_attack',
+           'MAGExperiment', 'pretrain_lm', 'train_nmt', 'noisy_tests', 'evaluate_translation', 'run_mag',
+           'train_attacker', 'attack_damage', 'time_perturbations', 'parallel_from_files', 'vocabs_from',
+           'robust_at_low_cost', 'learned_attacks_hurt_more', 'faster_than_gradient_attack']
 
 # %% ../nbs/60_mag.ipynb #2856b924
 WORDS = dict(
@@ -188,6 +188,10 @@ def generator_sample(lm: MaskedLM, ids, mask, positions, vocab: Vocab, tau: floa
     logits = lm(torch.where(positions, torch.full_like(ids, vocab.id(MASK)), ids), mask)
     allowed = allowed_replacements(ids, len(vocab), vocab.special_ids)
     return gumbel_straight_through(logits.masked_fill(~allowed, float("-inf")), tau, gen), logits
+
+def generator_replace(lm: MaskedLM, ids, mask, positions, vocab: Vocab, tau: float = 1.0, gen=None) -> torch.Tensor:
+    "The ids with the chosen positions replaced by the generator's samples (no gradient): the attack, as hard ids."
+    with torch.no_grad(): return torch.where(positions, generator_sample(lm, ids, mask, positions, vocab, tau, gen)[0].argmax(-1), ids)
 
 def mixed_embeddings(embed: nn.Embedding, ids, positions, onehot) -> torch.Tensor:
     "(B, T, E): the replacements' embeddings (one-hot x embedding matrix) at the chosen positions, the tokens' elsewhere."
@@ -371,7 +375,7 @@ def attack_damage(nmt: Seq2Seq, lm: MaskedLM, src, mask, tgt, align, vocab: Voca
     pos = sample_positions(mask, rate, g)
     w = intact_weight(align, pos)
     clean = nmt.nll(src, mask, tgt, w)
-    by_lm = generator_sample(lm, src, mask, pos, vocab, tau, g)[0].argmax(-1)
+    by_lm = generator_replace(lm, src, mask, pos, vocab, tau, g)
     return {"generator": (nmt.nll(by_lm, mask, tgt, w) - clean).mean().item(),
             "uniform": (nmt.nll(replace_uniform(src, pos, vocab, g), mask, tgt, w) - clean).mean().item()}
 
@@ -386,7 +390,7 @@ def time_perturbations(nmt: Seq2Seq, lm: MaskedLM, data: tuple, vocab: Vocab, n:
         src, mask, tgt, _a = trim(tuple(t[idx] for t in data))
         pos = sample_positions(mask, rate, g)
         t0 = time.perf_counter()
-        with torch.no_grad(): generator_sample(lm, src, mask, pos, vocab, 1.0, g)[0].argmax(-1)
+        generator_replace(lm, src, mask, pos, vocab, 1.0, g)
         t1 = time.perf_counter()
         advgen_attack(nmt, lm, src, mask, tgt, pos, vocab, k, intact_weight(_a, pos))
         times["generator"].append(t1 - t0); times["advgen"].append(time.perf_counter() - t1)
@@ -449,7 +453,7 @@ def faster_than_gradient_attack(quick, seed, device):
     g, a = statistics.median(t["generator"]), statistics.median(t["advgen"])
     return {"generator_ms": 1000 * g, "advgen_ms": 1000 * a, "time_ratio": g / a}
 
-# %% ../nbs/60_mag.ipynb #3f42c2a6
+# %% ../nbs/60_mag.ipynb #2cd2827c
 def _weight_cases(gen):
     a = torch.tensor([[1, 0, 2, -1], [0, 1, -1, -1]])
     cases = [("nothing replaced", (a, torch.zeros(2, 3, dtype=torch.bool))),

@@ -74,3 +74,13 @@ def test_loader_reads_line_aligned_files(tmp_path):
 def test_claims_hold_at_seed_0():
     df = run_claims(["mag"], quick=True, seeds=(0,), device="cpu", threads=2)
     assert list(df.verdict) == ["holds"] * 3, df
+
+def test_the_attack_replaces_the_chosen_positions_only():
+    "The bug this guards against: the sampler's argmax at every position replaces the whole sentence."
+    torch.manual_seed(0)
+    lm = G.MaskedLM(len(SV), 8, 8)
+    src, mask, _, _ = _batch(16)
+    pos = G.sample_positions(mask, 0.15, torch.Generator().manual_seed(0))
+    assert torch.equal(G.generator_replace(lm, src, mask, pos, SV) != src, pos)
+    whole = G.generator_sample(lm, src, mask, pos, SV)[0].argmax(-1)          # broken: no torch.where
+    assert not torch.equal((whole != src) & mask, pos)
