@@ -165,9 +165,9 @@ def speculative_decode(model: MultiTokenGPT, prompt: torch.Tensor, n_new: int, k
         x = prop if cache else torch.cat([seq, prop])                  # with a cache, only the new tokens
         out = model(x[None], heads=range(k), cache=kv)[:, 0, -P:]       # (k, P, V): at positions L..L+P-1
         forwards += 1
-        verify = out[0].argmax(-1)                                     # verify[j]: greedy's choice after prop[:j+1]
+        p, verify = prop.tolist(), out[0].argmax(-1).tolist()          # verify[j]: greedy's choice after prop[:j+1]
         m = 1                                                          # prop[0] is always the greedy choice
-        while m < P and prop[m] == verify[m - 1]: m += 1
+        while m < P and p[m] == verify[m - 1]: m += 1                  # Python ints: no tensor op per comparison
         seq = torch.cat([seq, prop[:m]])
         accepted.append(m)
         if cache: kv.crop(L + m)                                       # forget the rejected proposals

@@ -63,6 +63,7 @@ class KVCache:
     "Keys and values of every attention layer for the positions decoded so far; `crop(n)` forgets positions n and later."
     def __init__(self):
         self.kv, self.pos = {}, 0                            # attention module -> (k, v) each (B, H, P, D/H); positions seen
+        self._mask = torch.ones(0, 0, dtype=torch.bool)      # the last mask built (every layer of a forward pass shares it)
 
     def extend(self, layer, k, v):                           # append (B, H, T, D/H); return the whole (k, v) and P
         past = self.kv.get(layer)
@@ -70,6 +71,11 @@ class KVCache:
         if past is not None: k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
         self.kv[layer] = (k, v)
         return k, v, P
+
+    def mask(self, P: int, T: int, device) -> torch.Tensor:  # (T, P + T) bool: query t (position P + t) sees keys 0..P + t
+        if self._mask.shape != (T, P + T) or self._mask.device != device:   # built once per forward, not once per layer
+            self._mask = torch.arange(P + T, device=device)[None] <= P + torch.arange(T, device=device)[:, None]
+        return self._mask
 
     def crop(self, n: int):
         "Keep the first n positions (after a speculative step rejected the rest)."
@@ -91,8 +97,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (t.view(B, T, self.n_head, D // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D/H)
         P, mask = 0, None
         if cache is not None: k, v, P = cache.extend(self, k, v)          # (B, H, P + T, D/H): the past, then these T
-        if P and T > 1:                                      # query t (position P + t) sees keys 0..P + t
-            mask = torch.arange(P + T, device=x.device)[None] <= P + torch.arange(T, device=x.device)[:, None]
+        if P and T > 1: mask = cache.mask(P, T, x.device)    # (T, P + T): query t (position P + t) sees keys 0..P + t
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=not P and T > 1,
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
