@@ -24,8 +24,8 @@ from .exercises import exercise
 __all__ = ['SLOTS', 'NLU_RULES', 'INTENTS', 'RUNS', 'PAPER', 'NLURecord', 'load_iob', 'write_iob', 'nlu_grammar', 'make_nlu',
            'nlu_vocabs', 'encode_nlu', 'JointNLU', 'normalise_per_sentence', 'joint_kl', 'adversarial_direction',
            'vat_loss', 'VirAALConfig', 'joint_loss', 'slot_f1', 'predict', 'evaluate', 'train_joint', 'joint_entropy',
-           'entropy_scores', 'seed_set', 'acquire', 'nlu_experiment_data', 'active_learning', 'viraal_runs',
-           'vat_helps_low_labels', 'entropy_beats_random_with_vat', 'fewer_labels']
+           'entropy_scores', 'seed_set', 'acquire', 'nlu_experiment_data', 'nlu_data_from_records', 'active_learning',
+           'viraal_runs', 'vat_helps_low_labels', 'entropy_beats_random_with_vat', 'fewer_labels']
 
 # %% ../nbs/61_viraal.ipynb #4029730a
 @dataclass
@@ -409,7 +409,17 @@ def nlu_experiment_data(cfg: VirAALConfig | None = None, seed: int = 0) -> dict:
     enc = lambda r: encode_nlu(r, vocab, intents, tags, cfg.max_len)
     return dict(pool=enc(pool_r), test=enc(test_r), vocab=vocab, intents=intents, tags=tags)
 
-def active_learning(d: dict,                 # from `nlu_experiment_data`
+def nlu_data_from_records(pool: Sequence[NLURecord], test: Sequence[NLURecord], max_len: int = 48) -> dict:
+    "Encoded pool and test set from records (e.g. `load_iob`), with the pool's vocabulary and label sets."
+    if not pool: raise ValueError("the pool is empty")
+    if not test: raise ValueError("active learning needs test records to evaluate each round")
+    vocab, intents, tags = nlu_vocabs(list(pool))
+    extra = sorted({t for r in test for t in r.tags} - set(tags))               # test tags the pool never shows
+    intents = intents + sorted({r.intent for r in test} - set(intents))
+    enc = lambda r: encode_nlu(r, vocab, intents, tags + extra, max_len)
+    return dict(pool=enc(list(pool)), test=enc(list(test)), vocab=vocab, intents=intents, tags=tags + extra)
+
+def active_learning(pool,                    # `nlu_experiment_data`'s dict, or the pool's records (then pass `test`)
                     cfg: VirAALConfig | None = None,
                     acquisition: str = "entropy",   # "entropy" or "random"
                     vat: bool = True,
@@ -418,10 +428,12 @@ def active_learning(d: dict,                 # from `nlu_experiment_data`
                     seed: int = 0, device=None,
                     train: Callable | None = None,  # train(labelled rows tuple, vat) -> model; default `train_joint`
                     record_rounds: bool = True,     # evaluate the model of every round (random acquisition needs none otherwise)
+                    test: Sequence[NLURecord] | None = None,   # test records, when `pool` holds records
                     ) -> dict:
     "Seed set, `rounds` of acquisition (each with a model retrained from scratch), a final model: per-round test numbers."
     cfg = cfg or VirAALConfig.preset()
     if not isinstance(rounds, int) or rounds < 0: raise ValueError(f"rounds must be a non-negative int, got {rounds!r}")
+    d = pool if isinstance(pool, dict) else nlu_data_from_records(pool, test, cfg.max_len)
     pool = d["pool"]
     if len(pool[0]) == 0: raise ValueError("the pool is empty")
     q = query_size or max(1, round(cfg.query_frac * len(pool[0])))

@@ -126,3 +126,14 @@ def test_claims_run_at_seed_0(name):
     res = REGISTRY[name](quick=True, seed=0)
     assert res.measured and all(abs(v) < 1e3 for v in res.measured.values())
     assert isinstance(res.holds, bool)                   # measured and reported; the verdict over seeds is `reproduce`'s
+
+def test_active_learning_takes_records(tmp_path):
+    "A pool of records (e.g. read by load_iob) and test records: the loop runs, and refuses an empty pool or no test set."
+    V.write_iob(tmp_path / "pool.iob", V.make_nlu(300, seed=1))
+    pool, test = V.load_iob(tmp_path / "pool.iob"), V.make_nlu(60, seed=2)
+    cfg = V.VirAALConfig.preset("quick", steps=5)
+    with V._threads(1):
+        res = V.active_learning(pool, cfg, acquisition="random", vat=False, rounds=1, query_size=6, test=test)
+    assert [h["n_labelled"] for h in res["history"]] == [6, 12]
+    with pytest.raises(ValueError, match="pool is empty"): V.active_learning([], cfg, test=test)
+    with pytest.raises(ValueError, match="needs test records"): V.active_learning(pool, cfg)
