@@ -203,7 +203,7 @@ def generator_loss(lm, nmt, src, mask, tgt, pos, vocab, lam: float, tau: float =
     y, logits = generator_sample(lm, src, mask, pos, vocab, tau, gen)
     lm_ce = F.cross_entropy(logits[pos], src[pos])                           # the LM loss on the full logits
     adv = nmt.nll(mixed_embeddings(nmt.encoder.embed, src, pos, y), mask, tgt, weight)   # (B,): forward value = the hard ids' NLL
-    if estimator == "gumbel": return lm_ce - lam * adv.mean(), adv
+    if estimator == "gumbel": return (lm_ce if lam == 0 else lm_ce - lam * adv.mean()), adv   # lam = 0: no backward through the NMT
     if estimator == "reinforce":                                             # score function: reward = NMT loss, batch-mean baseline
         logp = (logits.masked_fill(~allowed_replacements(src, len(vocab), vocab.special_ids), float("-inf"))
                 .log_softmax(-1) * y.detach()).nan_to_num().sum(-1)           # (B, T) log-prob of the sampled words
@@ -357,7 +357,7 @@ def train_attacker(cfg: MAGExperiment, nmt: Seq2Seq, lm: MaskedLM, train: tuple,
                    device=None, progress=False) -> MaskedLM:
     "A copy of `lm` trained for `cfg.attack_steps` steps as the adversary of a frozen `nmt` (the NMT model is not updated)."
     import copy
-    lm, frozen = copy.deepcopy(lm), copy.deepcopy(nmt).requires_grad_(False).eval()
+    lm, frozen = copy.deepcopy(lm), copy.deepcopy(nmt).requires_grad_(False).train()   # cuDNN's RNN backward needs train mode (dropout is 0)
     g = torch.Generator().manual_seed(seed + 2)
     def loss(lm, b):
         src, mask, tgt, align = trim(b)
@@ -384,16 +384,17 @@ def time_perturbations(nmt: Seq2Seq, lm: MaskedLM, data: tuple, vocab: Vocab, n:
                        rate: float = 0.15, k: int = 10, seed: int = 0) -> dict:
     "Seconds per batch to generate replacements with the generator (one forward) and with the AdvGen-style attack, n batches each, interleaved."
     g, times = torch.Generator().manual_seed(seed), {"generator": [], "advgen": []}
-    nmt.eval(); lm.eval()
+    nmt.train(); lm.eval()                                       # the attack back-propagates through the GRU: train mode on cuDNN
+    sync = torch.cuda.synchronize if data[0].device.type == "cuda" else (lambda: None)   # time the work, not the launches
     for i in range(n):
         idx = torch.randint(0, len(data[0]), (batch_size,), generator=g)
         src, mask, tgt, _a = trim(tuple(t[idx] for t in data))
         pos = sample_positions(mask, rate, g)
-        t0 = time.perf_counter()
+        sync(); t0 = time.perf_counter()
         generator_replace(lm, src, mask, pos, vocab, 1.0, g)
-        t1 = time.perf_counter()
+        sync(); t1 = time.perf_counter()
         advgen_attack(nmt, lm, src, mask, tgt, pos, vocab, k, intact_weight(_a, pos))
-        times["generator"].append(t1 - t0); times["advgen"].append(time.perf_counter() - t1)
+        sync(); times["generator"].append(t1 - t0); times["advgen"].append(time.perf_counter() - t1)
     return times
 
 # %% ../nbs/60_mag.ipynb #0e2086b7

@@ -35,12 +35,11 @@ class Vocab:
         specials = list(specials)
         if not specials or specials[0] != PAD: raise ValueError(f"specials must start with {PAD!r}, got {specials}")
         if len(set(specials)) != len(specials): raise ValueError(f"specials repeat a token: {specials}")
-        self.itos = list(specials)
+        self.itos, seen = list(specials), set(specials)
         for t in tokens:
             if not isinstance(t, str) or not t or any(c.isspace() for c in t):
                 raise ValueError(f"tokens must be non-empty strings without whitespace, got {t!r}")
-            if t not in specials and t not in getattr(self, "stoi", {}): self.itos.append(t)
-            self.stoi = {s: i for i, s in enumerate(self.itos)}
+            if t not in seen: self.itos.append(t); seen.add(t)
         self.stoi = {s: i for i, s in enumerate(self.itos)}
         self.specials = tuple(specials)
 
