@@ -336,7 +336,7 @@ def run_mag(cfg: MAGExperiment, seed: int = 0, methods=("plain", "mag"), device=
     test = tuple(t.to(device) for t in encode_parallel(make_translation_data(cfg.n_test, 100_000 + seed), sv, tv, cfg.max_len))
     tests = noisy_tests(test[0], test[1], sv, cfg.rate, seed)
     set_seed(seed)
-    warm = Seq2Seq(len(sv), len(tv), cfg.emb_dim, cfg.hidden, max_len=cfg.max_len)
+    warm = Seq2Seq.for_vocabs(sv, tv, emb_dim=cfg.emb_dim, hidden=cfg.hidden, max_len=cfg.max_len)
     fit(warm, lambda m, b: _nll_loss(m, trim(b)), train, steps=cfg.warmup_steps, batch_size=cfg.batch_size, lr=cfg.lr,
         seed=seed, device=device, progress=progress, desc="warm-up")
     lm = pretrain_lm(cfg, train, sv, seed, device, progress) if set(methods) & {"mlm", "advgen", "mag"} else None

@@ -159,6 +159,13 @@ class Seq2Seq(nn.Module):
         self.decoder = AttnDecoder(tgt_vocab, self.encoder.out_dim, emb_dim, hidden, pad_id, dropout)
         self.pad_id, self.bos_id, self.eos_id, self.max_len = pad_id, bos_id, eos_id, max_len
 
+    @classmethod
+    def for_vocabs(cls, src: "Vocab", tgt: "Vocab", **kw) -> "Seq2Seq":
+        "A model sized for two vocabularies, with <pad>, <bos> and <eos> ids read from the target one (not assumed)."
+        missing = [s for s in (BOS, EOS) if s not in tgt]
+        if missing: raise ValueError(f"the target vocabulary needs {missing} to decode")
+        return cls(len(src), len(tgt), pad_id=tgt.pad_id, bos_id=tgt.id(BOS), eos_id=tgt.id(EOS), **kw)
+
     def _check_len(self, n, what):
         if n > self.max_len: raise ValueError(f"{what} has {n} positions, more than the model's max_len={self.max_len}")
 
