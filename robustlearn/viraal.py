@@ -125,6 +125,7 @@ NLU_RULES = {
 }
 INTENTS = tuple(a[0] for a in NLU_RULES["S"])
 
+# %% ../nbs/61_viraal.ipynb #23bacc26
 def nlu_grammar() -> Grammar: return Grammar(NLU_RULES)
 
 def make_nlu(n: int,            # utterances
@@ -374,6 +375,7 @@ def entropy_scores(model: JointNLU, pool,    # encoded utterances (see `encode_n
         li.append(a.cpu()); ls.append(F.pad(b.cpu(), (0, 0, 0, pool[0].shape[1] - b.shape[1])))   # (b, T, S) at full width
     return pool[4].clone(), joint_entropy(torch.cat(li), torch.cat(ls), pool[1])
 
+# %% ../nbs/61_viraal.ipynb #aa3fd411
 def seed_set(pool, frac: float, seed: int = 0, stratify: bool = False) -> list[int]:
     "Rows of a random `frac` of the pool (stratified by intent with `stratify`, which reads the pool's labels)."
     n = len(pool[0])
@@ -421,6 +423,7 @@ def nlu_data_from_records(pool: Sequence[NLURecord], test: Sequence[NLURecord], 
     enc = lambda r: encode_nlu(r, vocab, intents, tags + extra, max_len)
     return dict(pool=enc(list(pool)), test=enc(list(test)), vocab=vocab, intents=intents, tags=tags + extra)
 
+# %% ../nbs/61_viraal.ipynb #ea13d9a9
 def active_learning(pool,                    # `nlu_experiment_data`'s dict, or the pool's records (then pass `test`)
                     cfg: VirAALConfig | None = None,
                     acquisition: str = "entropy",   # "entropy" or "random"
