@@ -74,7 +74,9 @@ def test_loader_reads_line_aligned_files(tmp_path):
 def test_claims_at_seed_0():
     df = run_claims(["mag"], quick=True, seeds=(0,), device="cpu", threads=2).set_index("claim")
     assert df.verdict["mag.robust_at_low_cost"] == "holds" and df.verdict["mag.faster_than_gradient_attack"] == "holds", df
-    assert df.verdict["mag.learned_attacks_hurt_more"] in ("holds", "fails")   # fails at the quick preset (x1.00): measured, reported
+    from robustlearn.claims import REGISTRY                                    # cached run: no second training
+    m = REGISTRY["mag.learned_attacks_hurt_more"](quick=True, seed=0).measured   # fails its 1.5x at this preset (x1.00): reported
+    assert m["generator"] > 2 * m["lm_only"], m   # what the chapter states: adversarial training multiplies the LM's damage (5x)
 
 def test_the_attack_replaces_the_chosen_positions_only():
     "The bug this guards against: the sampler's argmax at every position replaces the whole sentence."
