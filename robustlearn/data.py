@@ -165,23 +165,45 @@ def colour_digits(images: torch.Tensor,  # (N, 8, 8) grey images in [0, 1]
     return out
 
 # %% ../nbs/01_data.ipynb #290bfc9d
+def _check_class_balance(p):
+    if p is not None and (isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 < p < 1):
+        raise ValueError(f"class_balance must be None or a number strictly between 0 and 1, got {p!r}")
+
+def _rebalance(y, p, rng, split):
+    "The positions in `y` to keep so that class 1 makes a share `p` of them: the rarer side is subsampled."
+    n0, n1 = int((y == 0).sum()), int((y == 1).sum())
+    if p <= n1 / (n0 + n1): keep0, keep1 = n0, round(p * n0 / (1 - p))     # keep every 0, fewer 1s
+    else: keep0, keep1 = round((1 - p) * n1 / p), n1                       # keep every 1, fewer 0s
+    if min(keep0, keep1) < 1:
+        raise ValueError(f"class_balance={p} leaves no example of class {int(keep1 < 1)} in the {split} split "
+                         f"({n0} of class 0 and {n1} of class 1 to draw from)")
+    pos = [np.flatnonzero(y.numpy() == k) for k in (0, 1)]
+    keep = np.concatenate([rng.choice(pos[0], keep0, replace=False), rng.choice(pos[1], keep1, replace=False)])
+    return torch.as_tensor(np.sort(keep))                                  # kept positions, in the split's order
+
 def make_spurious_digits(spurious_rate: float = 0.9,       # P(colour = label) in train and valid; 0.5 in test
                          style: str = "channel",           # "channel" or "frame"
                          fractions: tuple = (0.5, 0.2, 0.3),  # train / valid / test shares of the 1,797 digits
-                         seed: int = 0) -> tuple[GroupDataset, GroupDataset, GroupDataset]:
+                         seed: int = 0,
+                         class_balance: float | None = None,  # share of class 1 in train and valid (None: the natural ~0.49)
+                        ) -> tuple[GroupDataset, GroupDataset, GroupDataset]:
     "Train/valid/test `GroupDataset`s of coloured digits: label = digit >= 5, group = 2*label + colour."
-    _check_rate(spurious_rate)
+    _check_rate(spurious_rate); _check_class_balance(class_balance)
     if style not in ("channel", "frame"): raise ValueError(f"unknown style {style!r}: expected 'channel' or 'frame'")
     if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise ValueError(f"fractions must be three positive shares summing to 1, got {fractions}")
     images, digit = _digits()
     gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng([seed, 1])       # class subsampling has its own stream: `gen`'s draws stay the defaults'
     perm = torch.randperm(len(images), generator=gen)
     n_tr, n_va = int(fractions[0] * len(perm)), int(fractions[1] * len(perm))
     out = []
-    for idx, rate in ((perm[:n_tr], spurious_rate), (perm[n_tr:n_tr + n_va], spurious_rate), (perm[n_tr + n_va:], 0.5)):
+    for split, idx, rate in (("train", perm[:n_tr], spurious_rate), ("valid", perm[n_tr:n_tr + n_va], spurious_rate),
+                             ("test", perm[n_tr + n_va:], 0.5)):
         y = (digit[idx] >= 5).long()
         a = _attribute(y, rate, gen)
+        if class_balance is not None and split != "test":
+            keep = _rebalance(y, class_balance, rng, split); idx, y, a = idx[keep], y[keep], a[keep]
         out.append(GroupDataset(colour_digits(images[idx], a, style), y, 2 * y + a, n_classes=2, n_groups=4,
                                 group_names=GROUP_NAMES_BINARY))
     return tuple(out)
