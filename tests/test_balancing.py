@@ -143,3 +143,71 @@ def test_jtt_repeats_the_first_models_errors_up_times(monkeypatch):
     assert 0 < wrong.sum() < len(tr)                                   # the first model makes some errors, not all
     copies = (tr.x[:, None] == data.x[None]).all(-1).sum(1)            # how often each training row is in stage 2's data
     assert torch.equal(copies, torch.where(wrong, 5, 1)), (copies[wrong][:5], copies[~wrong][:5])
+
+# --- the class-imbalanced variant (make_spurious_digits(class_balance=p)) ---
+
+def _digest(splits):
+    import hashlib
+    h = hashlib.sha256()
+    for d in splits:
+        for t in (d.x, d.y, d.g): h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+@pytest.mark.parametrize("kwargs,digest", [
+    (dict(), "4b183b774ec003b3"),
+    (dict(spurious_rate=0.95, style="frame", seed=0), "78175d955486d5a4"),
+    (dict(spurious_rate=0.95, style="frame", seed=1), "629a57039c916a07"),
+    (dict(spurious_rate=0.9, seed=2), "69a4136ffd29a867"),
+    (dict(fractions=(0.6, 0.2, 0.2), seed=3), "2757c9476857c9d3"),
+])
+def test_default_digits_are_unchanged(kwargs, digest):
+    "Digests of the splits taken before `class_balance` existed: the claims' data and the stored outputs rest on them."
+    assert _digest(make_spurious_digits(**kwargs)) == digest
+    assert _digest(make_spurious_digits(**kwargs, class_balance=None)) == digest
+
+@pytest.mark.parametrize("p", [0.15, 0.3, 0.85])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_class_balance_gives_the_asked_share(p, seed):
+    full = make_spurious_digits(0.95, style="frame", seed=seed)
+    tr, va, te = make_spurious_digits(0.95, style="frame", seed=seed, class_balance=p)
+    for d, f in zip((tr, va), full):
+        share = d.class_counts()[1].item() / len(d)
+        assert abs(share - p) <= 1 / len(d), (share, p, d.class_counts().tolist())     # within rounding
+        common = 0 if p < 0.5 else 1
+        assert d.class_counts()[common] == f.class_counts()[common]                   # only the too-common class is cut
+        rows = {tuple(r) for r in f.x.flatten(1).tolist()}
+        assert all(tuple(r) in rows for r in d.x.flatten(1).tolist())                 # a subset of the default split
+    assert torch.equal(te.x, full[2].x) and torch.equal(te.g, full[2].g)              # test split untouched
+
+def test_class_balance_is_deterministic_by_seed():
+    a = make_spurious_digits(0.95, style="frame", seed=4, class_balance=0.15)
+    b = make_spurious_digits(0.95, style="frame", seed=4, class_balance=0.15)
+    c = make_spurious_digits(0.95, style="frame", seed=5, class_balance=0.15)
+    assert _digest(a) == _digest(b) and _digest(a) != _digest(c)
+
+def test_suby_and_rwy_act_on_the_imbalanced_variant(monkeypatch):
+    "On class_balance=0.15, SUBY trains on equal class counts (dropping most of class 0) and RWY samples with non-uniform weights."
+    tr, va, _ = make_spurious_digits(0.95, style="frame", seed=0, class_balance=0.15)
+    seen, real = {}, B.Batches
+    def spy(data, *a, weights=None, **k):
+        seen["data"], seen["weights"] = data, weights; return real(data, *a, weights=weights, **k)
+    monkeypatch.setattr(B, "Batches", spy)
+    B.train_method("suby", tr, va, hparams=dict(epochs=1), device="cpu", progress=False)
+    counts = seen["data"].class_counts()
+    assert counts[0] == counts[1] == tr.class_counts().min() and len(seen["data"]) < 0.35 * len(tr), counts.tolist()
+    B.train_method("rwy", tr, va, hparams=dict(epochs=1), device="cpu", progress=False)
+    w = seen["weights"]
+    assert w is not None and len(w) == len(tr) and w.max() / w.min() >= 5, (w.min(), w.max())   # 0.85 / 0.15 = 5.7
+    mass = torch.zeros(2, dtype=torch.float64).index_add_(0, tr.y, w)
+    assert torch.allclose(mass[0], mass[1])                                                 # each class drawn equally often
+
+@pytest.mark.parametrize("p,fragment", [
+    (0, "strictly between 0 and 1"), (1, "strictly between 0 and 1"), (1.5, "strictly between 0 and 1"),
+    (-0.1, "strictly between 0 and 1"), (float("nan"), "strictly between 0 and 1"), (True, "strictly between 0 and 1"),
+    ("0.15", "strictly between 0 and 1"),
+    (1e-4, "leaves no example of class 1 in the train split"), (1 - 1e-4, "leaves no example of class 0 in the train split"),
+])
+def test_class_balance_bad_input(p, fragment):
+    with pytest.raises(ValueError) as info:
+        make_spurious_digits(class_balance=p)
+    assert fragment in str(info.value)
