@@ -170,7 +170,7 @@ def _check_class_balance(p):
         raise ValueError(f"class_balance must be None or a number strictly between 0 and 1, got {p!r}")
 
 def _rebalance(y, p, rng, split):
-    "The positions in `y` to keep so that class 1 makes a share `p` of them: the rarer side is subsampled."
+    "The positions in `y` to keep so that class 1 makes a share `p` of them: the class in excess is subsampled."
     n0, n1 = int((y == 0).sum()), int((y == 1).sum())
     if p <= n1 / (n0 + n1): keep0, keep1 = n0, round(p * n0 / (1 - p))     # keep every 0, fewer 1s
     else: keep0, keep1 = round((1 - p) * n1 / p), n1                       # keep every 1, fewer 0s
