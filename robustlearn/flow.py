@@ -362,15 +362,17 @@ class GaussianPathField(nn.Module):
 @dataclass
 class FlowExperiment(Config):
     "Sizes of the flow matching experiments."
-    cb_steps: int = 4000          # checkerboard training steps
+    cb_steps: int = 8000          # checkerboard training steps
     cb_batch: int = 512
-    hidden: int = 256
+    cb_hidden: int = 128          # checkerboard model width: a narrower net takes twice the steps in the same time
+    cb_lr: float = 5e-3           # peak of the cosine schedule (1e-3 left the gap at 0.42: see the ablation below)
+    hidden: int = 256             # the 8 Gaussians' and the digits' models
     n_eval: int = 2000            # held-out points for the NLL
     ot_steps: int = 3000          # 8 gaussians, each coupling
     ot_batch: int = 256
     digits_steps: int = 2000
     guidance: float = 2.0
-    FULL: ClassVar[dict] = dict(cb_steps=60000, cb_batch=4096, hidden=512, n_eval=20000, ot_steps=20000,
+    FULL: ClassVar[dict] = dict(cb_steps=60000, cb_batch=4096, cb_hidden=512, cb_lr=1e-3, hidden=512, n_eval=20000, ot_steps=20000,
                                 digits_steps=30000)
 
 PAPER = "Lipman et al. 2024, Flow Matching Guide and Code"
@@ -407,9 +409,9 @@ def checkerboard_model(quick: bool, seed: int, device: str = "cpu") -> tuple[nn.
     "A velocity model trained on the checkerboard, and its held-out NLL (cached per preset, seed, device)."
     cfg = FlowExperiment.preset(quick)
     set_seed(seed)
-    model = VelocityMLP(2, hidden=cfg.hidden, depth=4)
+    model = VelocityMLP(2, hidden=cfg.cb_hidden, depth=4)
     hist = train_flow(model, lambda n: sample_2d("checkerboard", n), steps=cfg.cb_steps, batch_size=cfg.cb_batch,
-                      lr=1e-3, seed=seed, device=device, progress=False)
+                      lr=cfg.cb_lr, seed=seed, device=device, progress=False)
     x = sample_2d("checkerboard", cfg.n_eval, torch.Generator().manual_seed(10_000 + seed)).to(device)
     nll = -log_likelihood(model, x, method="dopri5", atol=1e-5, rtol=1e-5).mean().item()
     return model.cpu(), dict(nll=nll, entropy=math.log(8), loss=float(np.mean(hist.losses[-200:])))
