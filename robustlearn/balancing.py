@@ -272,13 +272,15 @@ class BalancingExperiment(Config):
     epochs: int = 20
     n_hparams: int = 3
     class_balance: float | None = None   # share of class 1 in train and valid (None: the natural ~0.49; CelebA's blond: 0.15)
+    pixel_noise: float = 0.0       # std of Gaussian noise on every pixel (the XRM chapter's harder setting)
     FULL: ClassVar[dict] = dict(epochs=60, n_hparams=10)
 
 def compare_methods(cfg: BalancingExperiment | None = None, seed: int = 0, device=None, methods=METHODS,
                     progress: bool | None = None) -> pd.DataFrame:
     "Test accuracies of each method under each selection rule: one row per (method, rule)."
     cfg = cfg or BalancingExperiment.preset()
-    train, valid, test = make_spurious_digits(cfg.spurious_rate, cfg.style, seed=seed, class_balance=cfg.class_balance)
+    train, valid, test = make_spurious_digits(cfg.spurious_rate, cfg.style, seed=seed, class_balance=cfg.class_balance,
+                                             pixel_noise=cfg.pixel_noise)
     rows = []
     for m in methods:
         runs = sweep(check_method(m), train, valid, cfg.n_hparams, seeds=(seed,), epochs=cfg.epochs, device=device, progress=progress)

@@ -186,15 +186,19 @@ def make_spurious_digits(spurious_rate: float = 0.9,       # P(colour = label) i
                          fractions: tuple = (0.5, 0.2, 0.3),  # train / valid / test shares of the 1,797 digits
                          seed: int = 0,
                          class_balance: float | None = None,  # share of class 1 in train and valid (None: the natural ~0.49)
+                         pixel_noise: float = 0.0,            # std of Gaussian noise added to every pixel of every split
                         ) -> tuple[GroupDataset, GroupDataset, GroupDataset]:
     "Train/valid/test `GroupDataset`s of coloured digits: label = digit >= 5, group = 2*label + colour."
     _check_rate(spurious_rate); _check_class_balance(class_balance)
+    if isinstance(pixel_noise, bool) or not isinstance(pixel_noise, (int, float)) or not 0 <= pixel_noise < float("inf"):
+        raise ValueError(f"pixel_noise must be a finite number >= 0, got {pixel_noise!r}")
     if style not in ("channel", "frame"): raise ValueError(f"unknown style {style!r}: expected 'channel' or 'frame'")
     if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise ValueError(f"fractions must be three positive shares summing to 1, got {fractions}")
     images, digit = _digits()
     gen = torch.Generator().manual_seed(seed)
     rng = np.random.default_rng([seed, 1])       # class subsampling has its own stream: `gen`'s draws stay the defaults'
+    noise = np.random.default_rng([seed, 2])     # so has the pixel noise
     perm = torch.randperm(len(images), generator=gen)
     n_tr, n_va = int(fractions[0] * len(perm)), int(fractions[1] * len(perm))
     out = []
@@ -204,8 +208,9 @@ def make_spurious_digits(spurious_rate: float = 0.9,       # P(colour = label) i
         a = _attribute(y, rate, gen)
         if class_balance is not None and split != "test":
             keep = _rebalance(y, class_balance, rng, split); idx, y, a = idx[keep], y[keep], a[keep]
-        out.append(GroupDataset(colour_digits(images[idx], a, style), y, 2 * y + a, n_classes=2, n_groups=4,
-                                group_names=GROUP_NAMES_BINARY))
+        x = colour_digits(images[idx], a, style)
+        if pixel_noise: x = x + pixel_noise * torch.from_numpy(noise.standard_normal(tuple(x.shape))).float()
+        out.append(GroupDataset(x, y, 2 * y + a, n_classes=2, n_groups=4, group_names=GROUP_NAMES_BINARY))
     return tuple(out)
 
 # %% ../nbs/01_data.ipynb #631d35fe

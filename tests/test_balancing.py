@@ -211,3 +211,22 @@ def test_class_balance_bad_input(p, fragment):
     with pytest.raises(ValueError) as info:
         make_spurious_digits(class_balance=p)
     assert fragment in str(info.value)
+
+def test_pixel_noise_moves_only_the_pixels():
+    "pixel_noise=s adds N(0, s^2) to every pixel of every split; examples, labels, groups and the default data stay."
+    clean = make_spurious_digits(0.95, style="frame", seed=1)
+    noisy = make_spurious_digits(0.95, style="frame", seed=1, pixel_noise=0.75)
+    for c, n in zip(clean, noisy):
+        assert torch.equal(c.y, n.y) and torch.equal(c.g, n.g)
+        diff = n.x - c.x
+        assert abs(diff.mean().item()) < 0.02 and abs(diff.std().item() - 0.75) < 0.02, (diff.mean(), diff.std())
+        assert (diff[:, 1] != 0).float().mean() > 0.99                 # the frame channel is noisy too
+    assert _digest(make_spurious_digits(0.95, style="frame", seed=1, pixel_noise=0.0)) == _digest(clean)
+    again = make_spurious_digits(0.95, style="frame", seed=1, pixel_noise=0.75)
+    other = make_spurious_digits(0.95, style="frame", seed=2, pixel_noise=0.75)
+    assert _digest(again) == _digest(noisy) and not torch.equal(other[0].x[:5], noisy[0].x[:5])
+
+@pytest.mark.parametrize("s", [-0.1, float("inf"), float("nan"), True, "0.5"])
+def test_pixel_noise_bad_input(s):
+    with pytest.raises(ValueError, match="pixel_noise must be a finite number >= 0"):
+        make_spurious_digits(pixel_noise=s)

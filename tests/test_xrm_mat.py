@@ -102,12 +102,17 @@ def test_bad_input(call, exc, fragment, digits):
         call(digits)
     assert fragment in str(info.value)
 
-def test_claims_hold_over_three_seeds():
-    "XRM's two claims and MAT's, quick preset, medians over seeds 0, 1, 2."
-    df = run_claims(["xrm", "mat"], quick=True, seeds=(0, 1, 2), device="cpu", threads=2)
-    assert len(df) == 3
-    bad = df[df.verdict != "holds"]
-    assert bad.empty, bad[["claim", "measured", "detail"]].to_string()
+def test_claims_at_seed_0():
+    "XRM's and MAT's claims at the quick preset, seed 0 (three-seed verdicts are `make reproduce`'s job)."
+    df = run_claims(["xrm", "mat"], quick=True, seeds=(0,), device="cpu", threads=2).set_index("claim")
+    assert len(df) == 5
+    clean = df.loc[["xrm.finds_minority", "xrm.matches_oracle_groups", "mat.beats_erm"]]
+    assert (clean.verdict == "holds").all(), clean[["measured", "detail"]].to_string()
+    # the harder setting, as the chapter states it: XRM's environment 1 is no longer the minority (seed 0: precision 0.51),
+    # and gDRO with its groups falls far below gDRO with the true groups (seed 0: 5.9 vs 40.3)
+    hard, oracle = df.loc["xrm.finds_minority_harder", "values"], df.loc["xrm.matches_oracle_groups_harder", "values"]
+    assert min(hard["precision"], hard["recall"]) < 0.95, hard
+    assert oracle["gdro_true"] - oracle["gdro_xrm"] > 10, oracle
 
 def test_mat_with_its_defaults_beats_erm():
     "mat(train, valid) with nothing set (default MLP, SGD twins) beats ERM's worst group on the interpretable problem."
