@@ -111,8 +111,9 @@ def test_claims_at_seed_0():
     # the harder setting, as the chapter states it: XRM's environment 1 is no longer the minority (seed 0: precision 0.51),
     # and gDRO with its groups falls far below gDRO with the true groups (seed 0: 5.9 vs 40.3)
     hard, oracle = df.loc["xrm.finds_minority_harder", "values"], df.loc["xrm.matches_oracle_groups_harder", "values"]
-    assert min(hard["precision"], hard["recall"]) < 0.95, hard
+    assert hard["precision"] < 0.6 <= hard["recall"], hard                      # environment 1 mixes majority examples in
     assert oracle["gdro_true"] - oracle["gdro_xrm"] > 10, oracle
+    assert (df.loc[["xrm.finds_minority_harder", "xrm.matches_oracle_groups_harder"]].verdict == "fails").all()
 
 def test_mat_with_its_defaults_beats_erm():
     "mat(train, valid) with nothing set (default MLP, SGD twins) beats ERM's worst group on the interpretable problem."
