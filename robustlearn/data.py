@@ -181,6 +181,7 @@ def _rebalance(y, p, rng, split):
     keep = np.concatenate([rng.choice(pos[0], keep0, replace=False), rng.choice(pos[1], keep1, replace=False)])
     return torch.as_tensor(np.sort(keep))                                  # kept positions, in the split's order
 
+# %% ../nbs/01_data.ipynb #d9172287
 def make_spurious_digits(spurious_rate: float = 0.9,       # P(colour = label) in train and valid; 0.5 in test
                          style: str = "channel",           # "channel" or "frame"
                          fractions: tuple = (0.5, 0.2, 0.3),  # train / valid / test shares of the 1,797 digits

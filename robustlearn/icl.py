@@ -279,6 +279,7 @@ def monitor_nse(d, n_points, seed, n=200):
         return {"nse_d_2d": float(((out - ys) ** 2 / d)[:, d:2 * d + 1].mean())}
     return nse
 
+# %% ../nbs/31_icl.ipynb #2310e881
 def icl_models(cfg: ICLExperiment | None = None, seed: int = 0, device=None, progress: bool | None = False,
                eval_every: int | None = None) -> dict:   # log each learner's NSE over k = d..2d every this many steps
     "Train the transformer (fresh prompts, curriculum) and the set-MLP (a fixed set of prompts, or the transformer's\n"

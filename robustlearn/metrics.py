@@ -106,6 +106,7 @@ def _correct(correct) -> np.ndarray:
     if not np.isin(c, (0, 1)).all(): raise ValueError("correct must hold 0/1 or booleans (is this a prediction rather than its correctness?)")
     return c.astype(np.float64)
 
+# %% ../nbs/03_metrics.ipynb #c96c5b0f
 def top_label_ece(confidence,            # (N,) probability of each predicted class, in [0, 1]
                   correct,               # (N,) 0/1: is each prediction right
                   n_bins: int = 15) -> float:

@@ -277,6 +277,7 @@ TEMPLATES = [
 INTRO = ["once upon a time , there was a {adj} {role} named {N} .", "{N} had a friend named {M} , a {adj} {role} ."]
 END = "the end ."
 
+# %% ../nbs/30_mtp.ipynb #b8b5c303
 @dataclass
 class ChildrenStories:
     "Children's stories from a template grammar whose two characters have two-token names (this library's reconstruction)."
@@ -503,6 +504,7 @@ def induction_run(n_heads: int, cfg: MTPExperiment | None = None, seed: int = 0,
 
 SIZES = {"tiny": (3, 64, 2), "small": (4, 96, 4), "1M": (5, 128, 4)}   # name: (n_layer, d_model, n_head); 1M as in the paper
 
+# %% ../nbs/30_mtp.ipynb #f4e65de5
 def induction_by_size(sizes=("tiny", "small"), heads=(1, 2), cfg: MTPExperiment | None = None, seed: int = 0,
                       device=None, progress: bool | None = False) -> tuple[pd.DataFrame, dict]:
     "Parameter-matched 1- and 2-head models at several sizes, equal training tokens: a table of best and final induction\n"
@@ -558,6 +560,7 @@ def _prompts(run, n=100, length=16):
 
 N_NEW = 32   # tokens decoded after each 16-token prompt
 
+# %% ../nbs/30_mtp.ipynb #eeeb1808
 @claim("mtp.speculative_is_exact", paper="Gloeckle et al. 2024, Better & faster LLMs via multi-token prediction",
        statement="Self-speculative decoding with its KV cache returns exactly plain (uncached) greedy decoding's output on 100 "
                  "prompts, for a trained and an untrained 4-head model and k = 2, 3, 4 (and so does cached greedy decoding).",

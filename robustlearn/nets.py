@@ -102,6 +102,7 @@ class CausalSelfAttention(nn.Module):
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
 
+# %% ../nbs/02_nets.ipynb #121ce799
 class Block(nn.Module):
     "A pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."
     def __init__(self, d_model: int, n_head: int, dropout: float = 0.0):

@@ -237,6 +237,7 @@ def _labels(p) -> np.ndarray | None:
     if not np.issubdtype(a.dtype, np.floating) or not np.isfinite(a).all() or (a != np.round(a)).any(): return None
     return a.astype(np.int64)
 
+# %% ../nbs/51_stress.ipynb #cf17a7db
 @dataclass
 class Provider:
     "A model provider's signing key, its current commitment and its receipt chain."
@@ -319,6 +320,7 @@ def verify_chain(transcripts: list, public_key: bytes) -> bool:
         if b.receipt.sequence != a.receipt.sequence + 1 or b.receipt.previous != _sha(a.receipt.to_bytes()): return False
     return all(_signed(key, t.signature, t.receipt.to_bytes()) for t in transcripts)
 
+# %% ../nbs/51_stress.ipynb #8f008672
 def opens(commitment: Commitment, data: bytes) -> bool:
     "Whether an opened commitment (its salt revealed) was made to `data`: a model's serialised weights, a test set, a threshold."
     if commitment.salt is None: raise ValueError("the commitment is not opened: the provider must reveal its salt (a published commitment has none)")

@@ -273,6 +273,7 @@ def _cat_pad(a, b):   # stack two (B, T) tensors of different T (pad value 0 / F
     out = torch.cat([F.pad(a.long(), (0, T - a.shape[1])), F.pad(b.long(), (0, T - b.shape[1]))])   # (B + B', T)
     return out.bool() if a.dtype == torch.bool else out
 
+# %% ../nbs/61_viraal.ipynb #28d4f489
 def joint_loss(model: JointNLU, batch, vat: bool = False, eps: float = 5.0, xi: float = 1e-5, vat_weight: float = 1.0):
     "Cross-entropy on the labelled batch, plus with `vat` the VAT loss on the labelled and unlabelled batches."
     lab, unlab = batch

@@ -192,6 +192,7 @@ PAPER = "Pezeshki et al. 2024, Discovering environments with XRM"
 _ORACLE = dict(check=lambda m: abs(m["gdro_xrm"] - m["gdro_true"]) <= 5 and m["gdro_xrm"] >= m["erm"] + 10,
                detail="worst-group test acc: gDRO+XRM groups {gdro_xrm:.1f}, gDRO+true groups {gdro_true:.1f}, ERM {erm:.1f}")
 
+# %% ../nbs/11_xrm.ipynb #516a9b2f
 @claim("xrm.matches_oracle_groups", paper=PAPER,
        statement="On spurious digits, gDRO trained and selected with XRM-inferred groups reaches a worst-group test accuracy "
                  "within 5 points of gDRO with the true groups, and at least ERM's (selected by average accuracy) + 10 points.",
