@@ -116,7 +116,7 @@ def test_icrm_claim_holds_two_seeds():
 def test_icrm_digits_claim_as_the_chapter_states():
     "On rotated digits the context helps, but less than the claim asks (seed 0: ERM 0.336, ICRM at 25/50 0.297)."
     df = run_claims(["icrm.context_helps_digits"], quick=True, seeds=(0,), device="cpu", threads=2)
-    m = df.values.iloc[0]
+    m = df["values"].iloc[0]
     assert m["icrm_25plus"] < m["erm"] and df.verdict.iloc[0] == "fails", df[["claim", "detail"]].to_string()
 
 
