@@ -14,8 +14,11 @@ from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
+from robustlearn.flow import FlowExperiment
+
 OLD = dict(hidden=256, depth=4, steps=4000, batch=512, lr=1e-3, ema=0.0, t="uniform", act="silu", n_freq=8)
-CHOSEN = dict(OLD, hidden=128, steps=8000, lr=5e-3)          # the quick preset of FlowExperiment since 2026-11-24
+_Q = FlowExperiment.preset(True)                              # the chosen setting: the claim's quick preset
+CHOSEN = f"width {_Q.cb_hidden}, {_Q.cb_steps} steps, lr {_Q.cb_lr:.0e} (chosen)".replace("e-0", "e-")
 VARIANTS = {                                                  # name -> changes from OLD
     "old quick preset": {},
     "EMA of the weights (0.999)": dict(ema=0.999),
@@ -27,7 +30,7 @@ VARIANTS = {                                                  # name -> changes 
     "4 time frequencies, lr 5e-3": dict(n_freq=4, lr=5e-3),
     "ReLU, lr 5e-3": dict(act="relu", lr=5e-3),
     "width 128, 8000 steps, lr 2e-3": dict(hidden=128, steps=8000, lr=2e-3),
-    "width 128, 8000 steps, lr 5e-3 (chosen)": dict(hidden=128, steps=8000, lr=5e-3),
+    CHOSEN: dict(hidden=_Q.cb_hidden, steps=_Q.cb_steps, lr=_Q.cb_lr, batch=_Q.cb_batch),
     "width 128, 8000 steps, lr 1e-2": dict(hidden=128, steps=8000, lr=1e-2),
 }
 
@@ -68,8 +71,7 @@ def main():
     ap.add_argument("--out", help="also write the rows as JSON lines here")
     a = ap.parse_args()
     tasks = [(n, v, s) for n, v in VARIANTS.items() for s in a.seeds]
-    tasks += [("width 128, 8000 steps, lr 5e-3 (chosen)", VARIANTS["width 128, 8000 steps, lr 5e-3 (chosen)"], s)
-              for s in a.chosen_seeds if s not in a.seeds]
+    tasks += [(CHOSEN, VARIANTS[CHOSEN], s) for s in a.chosen_seeds if s not in a.seeds]
     with ProcessPoolExecutor(a.jobs) as ex:
         futs = [(n, ex.submit(run, v, s)) for n, v, s in tasks]
         rows = [dict(variant=n, **f.result()) for n, f in futs]

@@ -10,7 +10,9 @@ error against the context size on the test angles, with the ratio the claim `icr
 import argparse, time
 from concurrent.futures import ProcessPoolExecutor
 
-TEST = tuple(range(15, 360, 30))
+from robustlearn.icrm import ICRMExperiment
+
+TEST = ICRMExperiment().test_angles      # 15, 45, ..., 345
 def angles(step):   # training angles every `step` degrees, never a test angle
     return tuple(a for a in range(0, 360, step) if a not in TEST)
 
@@ -25,7 +27,7 @@ VARIANTS = {        # name -> changes to the quick digits preset
 def run(changes: dict, seed: int) -> dict:
     import torch
     torch.set_num_threads(1)
-    from robustlearn.icrm import ICRMExperiment, compare_icrm_erm
+    from robustlearn.icrm import compare_icrm_erm
     cfg = ICRMExperiment.preset(True, task="digits", **changes)
     t0 = time.perf_counter()
     r = compare_icrm_erm(cfg, seed=seed)
