@@ -50,13 +50,13 @@ def run(name: str, seed: int) -> dict:
                       warmup=c.warmup, grad_clip=c.grad_clip, **ev)
     else:
         model = ICLSetMLP(c.d, None, c.setmlp_hidden, c.setmlp_depth, c.setmlp_d_set)
-        h = train_icl(model, d=c.d, n_points=c.n_points, steps=c.steps, batch_size=c.setmlp_batch_size, lr=c.setmlp_lr,
+        h = train_icl(model, d=c.d, n_points=c.n_points, steps=c.setmlp_steps or c.steps, batch_size=c.setmlp_batch_size, lr=c.setmlp_lr,
                       prompts=c.setmlp_prompts, **ev)
     secs = time.perf_counter() - t0
     curves = {"m": error_curve(model, c.d, c.n_points, n_prompts=c.n_prompts, seed=seed),
               "least_squares": error_curve("least_squares", c.d, c.n_points, n_prompts=c.n_prompts, seed=seed)}
     first = next((e["step"] for e in h.evals if e["nse_d_2d"] <= 0.1), None)
-    return dict(name=name, seed=seed, secs=round(secs), steps=c.steps, batch=c.batch_size if is_tf else c.setmlp_batch_size,
+    return dict(name=name, seed=seed, secs=round(secs), steps=c.steps if is_tf else (c.setmlp_steps or c.steps), batch=c.batch_size if is_tf else c.setmlp_batch_size,
                 nse_d_2d=round(float(curves["m"].nse[c.d:2 * c.d + 1].mean()), 3),
                 excess=round(excess_error(curves, c.d)["m"], 3), first_step_at_0_1=first,
                 curve=[(e["step"], round(e["nse_d_2d"], 3)) for e in h.evals])

@@ -255,10 +255,10 @@ class ICLExperiment(Config):
     n_head: int = 4
     d_model: int = 64
     steps: int = 3000
-    batch_size: int = 128        # 64 stays near the plateau (NSE 0.38 after 3000 steps): each step needs a quiet gradient
+    batch_size: int = 128        # 64 stays near the plateau (NSE 0.40 after 3000 steps): each step needs a quiet gradient
     lr: float = 1e-3             # with warm-up and clipping (without, 1e-3 stays on the plateau; 2e-3 does even with them)
-    warmup: int = 250            # linear warm-up steps of the transformer's lr
-    grad_clip: float | None = 1.0
+    warmup: int = 250            # linear warm-up steps of the lr, for every learner trained on fresh prompts
+    grad_clip: float | None = 1.0  # clip the gradient norm to this (None: no clipping), same learners
     curriculum_every: int = 100
     setmlp_hidden: int = 128
     setmlp_d_set: int = 128
@@ -288,24 +288,25 @@ def icl_models(cfg: ICLExperiment | None = None, seed: int = 0, device=None, pro
     "protocol when `setmlp_prompts` is None); return both with their histories."
     cfg = cfg or ICLExperiment.preset()
     cur = Curriculum(cfg.d, cfg.n_points, d_start=min(2, cfg.d), points_start=min(5, cfg.n_points), every=cfg.curriculum_every)
-    fresh = dict(warmup=min(cfg.warmup, cfg.steps), grad_clip=cfg.grad_clip)   # the transformer's protocol
+    fresh = lambda steps: dict(warmup=min(cfg.warmup, steps), grad_clip=cfg.grad_clip)   # the transformer's protocol
     ev = dict(eval_fn=monitor_nse(cfg.d, cfg.n_points, seed), eval_every=eval_every) if eval_every else {}
     set_seed(seed)
     tf = ICLTransformer(cfg.d, cfg.max_points, cfg.n_layer, cfg.n_head, cfg.d_model)
     out = {"transformer": (tf.cpu(), train_icl(tf, d=cfg.d, n_points=cfg.n_points, steps=cfg.steps, batch_size=cfg.batch_size,
                                                lr=cfg.lr, curriculum=cur, seed=seed, device=device, progress=progress,
-                                               lr_schedule="cosine", **fresh, **ev))}
+                                               lr_schedule="cosine", **fresh(cfg.steps), **ev))}
     set_seed(seed)
     mlp = ICLSetMLP(cfg.d, None, cfg.setmlp_hidden, cfg.setmlp_depth, cfg.setmlp_d_set)
     fixed = cfg.setmlp_prompts is not None
     hist = train_icl(mlp, d=cfg.d, n_points=cfg.n_points, steps=cfg.setmlp_steps or cfg.steps, seed=seed, device=device,
                      batch_size=cfg.setmlp_batch_size if fixed else cfg.batch_size, lr=cfg.setmlp_lr if fixed else cfg.lr,
                      prompts=cfg.setmlp_prompts, curriculum=None if fixed else cur, progress=progress, lr_schedule="cosine",
-                     **({} if fixed else fresh), **ev)
+                     **({} if fixed else fresh(cfg.setmlp_steps or cfg.steps)), **ev)
     out["setmlp"] = (mlp.cpu(), hist)
-    out["protocol"] = {"transformer": f"fresh prompts, curriculum, {cfg.steps} steps",
-                       "setmlp": (f"{cfg.setmlp_prompts} fixed prompts, {cfg.setmlp_steps or cfg.steps} steps" if fixed
-                                  else f"fresh prompts, curriculum, {cfg.steps} steps")}
+    said = lambda steps: f"fresh prompts, curriculum, {steps} steps, warm-up {fresh(steps)['warmup']}, clipping {cfg.grad_clip}"
+    n_set = cfg.setmlp_steps or cfg.steps
+    out["protocol"] = {"transformer": said(cfg.steps),
+                       "setmlp": f"{cfg.setmlp_prompts} fixed prompts, {n_set} steps" if fixed else said(n_set)}
     return out
 
 @functools.lru_cache(maxsize=8)

@@ -228,3 +228,13 @@ def test_excess_error_bad_inputs():
     with pytest.raises(ValueError, match="needs a 'least_squares' curve"): I.excess_error(c, 3)
     c["least_squares"] = I.error_curve("least_squares", 3, 7, n_prompts=20, n_boot=5)
     with pytest.raises(ValueError, match="needs k = 0..2d"): I.excess_error(c, 5)
+
+
+def test_icl_models_caps_the_warmup_per_learner():
+    "Each learner on fresh prompts warms up for at most its own steps (a 5-step set-MLP beside a 20-step transformer)."
+    cfg = I.ICLExperiment.preset(True, steps=20, setmlp_steps=5, setmlp_prompts=None, n_layer=1, d_model=16,
+                                 setmlp_hidden=16, setmlp_d_set=16, n_prompts=20)
+    out = I.icl_models(cfg, device="cpu")
+    assert out["protocol"]["transformer"].endswith("20 steps, warm-up 20, clipping 1.0"), out["protocol"]
+    assert out["protocol"]["setmlp"].endswith("5 steps, warm-up 5, clipping 1.0"), out["protocol"]
+    assert len(out["setmlp"][1].losses) == 5
