@@ -59,10 +59,10 @@ def test_bad_input(call, exc, fragment):
         call()
     assert fragment in str(info.value)
 
-def test_claim_holds_over_two_seeds():
-    "TV of 10k samples <= 0.1 on the 16 x 16 checkerboard, quick preset, median over seeds 0 and 1."
+def test_claim_holds_at_seed_0():
+    "TV of 10k samples <= 0.1 on the 16 x 16 checkerboard, quick preset, seed 0 (seeds 0-2 are `reproduce`'s job)."
     from robustlearn.claims import run_claims
-    df = run_claims(["discrete_flow.matches_target"], seeds=(0, 1), device="cpu", threads=2)
+    df = run_claims(["discrete_flow.matches_target"], seeds=(0,), device="cpu", threads=2)
     assert (df.verdict == "holds").all(), df.detail.tolist()
 
 class _SlowPath(D.MixturePath):
