@@ -289,6 +289,7 @@ def fit(model: torch.nn.Module,
     if lr_schedule not in ("constant", "cosine"): raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
     if not (isinstance(warmup, int) and 0 <= warmup <= steps): raise ValueError(f"warmup must be an int in [0, steps], got {warmup!r}")
     if not 0 <= min_lr <= 1: raise ValueError(f"min_lr is a fraction of lr in [0, 1], got {min_lr!r}")
+    if grad_clip is not None and not grad_clip > 0: raise ValueError(f"grad_clip must be a positive norm or None, got {grad_clip!r}")
     device = get_device(device)
     batch_at = data if callable(data) and not hasattr(data, "__len__") else Batches(data, batch_size, seed=seed)
     model.to(device).train()

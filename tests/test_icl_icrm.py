@@ -102,12 +102,12 @@ def test_icrm_training_is_deterministic():
 
 @pytest.mark.slow
 def test_icl_claims_as_the_chapter_states():
-    "Seed 0 at one thread, as `reproduce` runs it (about 4 minutes): three claims hold; the transformer misses 0.1 (0.115)."
+    "Seed 0 at one thread, as `reproduce` runs it and the chapter states (about 4 minutes): three claims hold, the transformer misses 0.1."
     df = run_claims(["icl"], quick=True, seeds=(0,), device="cpu", threads=1).set_index("claim")
     holds = ["icl.setmlp_lags", "icl.shift_resilience", "icl.severe_shift_breaks_both"]
     assert (df.loc[holds, "verdict"] == "holds").all(), df[["detail"]].to_string()
     tf = df.loc["icl.transformer_tracks_ols", "values"]["tf_d_2d"]
-    assert df.loc["icl.transformer_tracks_ols", "verdict"] == "fails" and 0.1 < tf < 0.2, df[["detail"]].to_string()
+    assert df.loc["icl.transformer_tracks_ols", "verdict"] == "fails" and tf > 0.1, df[["detail"]].to_string()
 
 
 @pytest.mark.slow
@@ -238,3 +238,12 @@ def test_icl_models_caps_the_warmup_per_learner():
     assert out["protocol"]["transformer"].endswith("20 steps, warm-up 20, clipping 1.0"), out["protocol"]
     assert out["protocol"]["setmlp"].endswith("5 steps, warm-up 5, clipping 1.0"), out["protocol"]
     assert len(out["setmlp"][1].losses) == 5
+
+
+def test_fit_refuses_a_non_positive_grad_clip():
+    "A negative clip norm would flip the gradient's sign inside clip_grad_norm_; fit says so instead."
+    from robustlearn.core import fit
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="grad_clip must be a positive norm"):
+            fit(I.ICLSetMLP(3, hidden=8), lambda m, b: m(*b).sum(), lambda s: (torch.randn(2, 4, 3), torch.randn(2, 4)),
+                steps=1, grad_clip=bad, device="cpu", progress=False)
