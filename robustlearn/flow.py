@@ -366,14 +366,15 @@ class FlowExperiment(Config):
     cb_batch: int = 512
     cb_hidden: int = 128          # checkerboard model width: a narrower net takes twice the steps in the same time
     cb_lr: float = 5e-3           # peak of the cosine schedule (1e-3 left the gap at 0.45: see the ablation below)
-    hidden: int = 256             # the 8 Gaussians' and the digits' models
+    hidden: int = 256             # the 8 Gaussians' models (128 broke the claim's 100-step condition at seed 0: 0.210 vs 0.176)
     n_eval: int = 2000            # held-out points for the NLL
     ot_steps: int = 3000          # 8 gaussians, each coupling
     ot_batch: int = 256
     digits_steps: int = 2000
+    digits_hidden: int = 256      # 512 took 60-70 s; 256 takes 18-20 s with guided accuracy 1.000 at seeds 0-2
     guidance: float = 2.0
     FULL: ClassVar[dict] = dict(cb_steps=60000, cb_batch=4096, cb_hidden=512, cb_lr=1e-3, hidden=512, n_eval=20000, ot_steps=20000,
-                                digits_steps=30000)
+                                digits_steps=30000, digits_hidden=1024)
 
 PAPER = "Lipman et al. 2024, Flow Matching Guide and Code"
 
@@ -487,7 +488,7 @@ def guided_digits(quick: bool, seed: int, device: str = "cpu", guidance: float |
     y = torch.tensor(d.target)
     clf = LogisticRegression(max_iter=3000).fit(x.numpy(), y.numpy())
     set_seed(seed)
-    model = VelocityMLP(64, hidden=cfg.hidden * 2, depth=4, n_classes=10)
+    model = VelocityMLP(64, hidden=cfg.digits_hidden, depth=4, n_classes=10)
     train_flow(model, (x, y), steps=cfg.digits_steps, batch_size=256, p_uncond=0.2, seed=seed, device=device, progress=False)
     model.cpu()
     gen = torch.Generator().manual_seed(30_000 + seed)

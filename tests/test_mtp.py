@@ -56,8 +56,9 @@ def test_speculative_equals_greedy_untrained_models():
             g, nf = M.greedy_decode(m, p, 30)
             s, st = M.speculative_decode(m, p, 30, k=k)
             assert torch.equal(s, g) and nf == 30
-            assert sum(st["accepted"]) == 30 and st["forwards"] == len(st["accepted"]) + 1
-            if k == 1: assert st["accepted"] == [1] * 30
+            # a prefill, then a pass per step, except a last step left with one token: greedy's own choice, nothing to verify
+            assert sum(st["accepted"]) == 30 and st["forwards"] == len(st["accepted"]) + (st["accepted"][-1] != 1)
+            if k == 1: assert st["accepted"] == [1] * 30 and st["forwards"] == nf   # k = 1 is greedy, pass for pass
 
 
 def test_speculative_accepts_everything_when_heads_agree():
