@@ -17,7 +17,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .core import Config, History, fit, get_device, model_device, set_seed
-from .nets import MLP, TinyGPT
+from .nets import MLP, TinyGPT, KVCache
 from .claims import claim
 from .exercises import exercise
 
@@ -73,13 +73,15 @@ class ICRMNet(nn.Module):
                            block_size=max_context + 1)
         self.d_in, self.n_classes, self.max_context = d_in, n_classes, max_context
 
-    def forward(self, xs: torch.Tensor) -> torch.Tensor:                     # (B, L, d) -> (B, L, K)
+    def forward(self, xs: torch.Tensor,                                     # (B, L, d) -> (B, L, K)
+                cache: KVCache | None = None) -> torch.Tensor:              # with a cache, xs are the examples after it
         if xs.dim() != 3 or xs.shape[-1] != self.d_in:
             raise ValueError(f"xs must be (B, L, {self.d_in}) sequences of examples, got {tuple(xs.shape)}")
-        if xs.shape[1] > self.max_context + 1:
-            raise ValueError(f"a context of {xs.shape[1] - 1} examples exceeds the trained context ({self.max_context})")
+        n = xs.shape[1] + (cache.pos if cache is not None else 0)
+        if n > self.max_context + 1:
+            raise ValueError(f"a context of {n - 1} examples exceeds the trained context ({self.max_context})")
         B, L, d = xs.shape
-        return self.gpt(self.featurizer(xs.reshape(B * L, d)).view(B, L, -1))
+        return self.gpt(self.featurizer(xs.reshape(B * L, d)).view(B, L, -1), cache=cache)
 
 # %% ../nbs/32_icrm.ipynb #7ce282fa
 def env_batches(envs, length: int, batch_size: int, seed: int = 0):
@@ -132,9 +134,12 @@ def context_curve(model: ICRMNet, envs, contexts=CONTEXTS) -> pd.DataFrame:
         right = total = 0
         for x, y in envs:
             if len(y) <= cache_n: raise ValueError(f"an environment has {len(y)} examples: need more than the cache ({cache_n})")
-            cache, qx, qy = x[:c], x[cache_n:], y[cache_n:]
-            seq = torch.cat([cache.expand(len(qx), c, x.shape[1]), qx[:, None]], 1).to(dev)   # (Q, c + 1, d)
-            pred = model(seq)[:, -1].argmax(-1).cpu()
+            qx, qy = x[cache_n:].to(dev), y[cache_n:]
+            kv = KVCache()                                  # the context's keys and values, computed once and shared
+            if c:
+                model(x[None, :c].to(dev), cache=kv)
+                kv.expand(len(qx))
+            pred = model(qx[:, None], cache=kv)[:, -1].argmax(-1).cpu()   # each query sees the c examples and itself
             right += (pred == qy).sum().item(); total += len(qy)
         rows.append(dict(context=c, accuracy=right / total, error=1 - right / total))
     return pd.DataFrame(rows)

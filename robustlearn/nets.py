@@ -83,6 +83,12 @@ class KVCache:
         self.kv = {m: (k[:, :, :n], v[:, :, :n]) for m, (k, v) in self.kv.items()}
         self.pos = n
 
+    def expand(self, batch: int):
+        "Share a batch-1 cache with `batch` continuations: each row of the next forward sees the same past (no copy)."
+        if any(k.shape[0] != 1 for k, _ in self.kv.values()): raise ValueError("only a cache of batch size 1 can be expanded")
+        self.kv = {m: (k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for m, (k, v) in self.kv.items()}
+        return self
+
 class CausalSelfAttention(nn.Module):
     "Multi-head causal self-attention."
     def __init__(self, d_model: int, n_head: int, dropout: float = 0.0):

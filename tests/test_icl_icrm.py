@@ -247,3 +247,27 @@ def test_fit_refuses_a_non_positive_grad_clip():
         with pytest.raises(ValueError, match="grad_clip must be a positive norm"):
             fit(I.ICLSetMLP(3, hidden=8), lambda m, b: m(*b).sum(), lambda s: (torch.randn(2, 4, 3), torch.randn(2, 4)),
                 steps=1, grad_clip=bad, device="cpu", progress=False)
+
+
+def test_context_curve_shares_the_context_as_a_cache():
+    "Each query scored after the context's cached keys and values: the same logits as the full sequence (context, query)."
+    torch.manual_seed(0)
+    net = R.ICRMNet(4, 3, max_context=8).eval()
+    with torch.no_grad():                               # a less uniform net than the init, so argmaxes are not ties
+        for p in net.parameters(): p.mul_(20)
+    envs = R.make_mean_envs(3, 30, d=4, spread=2.0, seed=1)
+    right = {c: 0 for c in (0, 1, 4, 8)}
+    for x, y in envs:
+        for c in right:
+            seq = torch.cat([x[:c].expand(22, c, 4), x[8:, None]], 1)          # (Q, c + 1, d): the context, then one query
+            full = net(seq)[:, -1]
+            kv = R.KVCache()
+            if c: net(x[None, :c], cache=kv); kv.expand(22)
+            torch.testing.assert_close(net(x[8:, None], cache=kv)[:, -1], full, atol=1e-4, rtol=1e-4)
+            right[c] += (full.argmax(-1) == y[8:]).sum().item()
+    curve = R.context_curve(net, envs, tuple(right))
+    np.testing.assert_allclose(curve.accuracy, [right[c] / (3 * 22) for c in right])
+    with pytest.raises(ValueError, match="batch size 1"):
+        kv.expand(5)                                     # already expanded to 22 rows
+    with pytest.raises(ValueError, match="a context of 10 examples exceeds"):
+        net(x[None, :2], cache=kv)                       # 9 positions seen (8 + a query) + 2 > the context of 8 + 1
