@@ -284,8 +284,8 @@ def monitor_nse(d, n_points, seed, n=200):
 # %% ../nbs/31_icl.ipynb #2310e881
 def icl_models(cfg: ICLExperiment | None = None, seed: int = 0, device=None, progress: bool | None = False,
                eval_every: int | None = None) -> dict:   # log each learner's NSE over k = d..2d every this many steps
-    "Train the transformer (fresh prompts, curriculum) and the set-MLP (a fixed set of prompts, or the transformer's\n"
-    "protocol when `setmlp_prompts` is None); return both with their histories."
+    """Train the transformer (fresh prompts, curriculum) and the set-MLP (a fixed set of prompts, or the transformer's
+    protocol when `setmlp_prompts` is None); return both with their histories."""
     cfg = cfg or ICLExperiment.preset()
     cur = Curriculum(cfg.d, cfg.n_points, d_start=min(2, cfg.d), points_start=min(5, cfg.n_points), every=cfg.curriculum_every)
     fresh = lambda steps: dict(warmup=min(cfg.warmup, steps), grad_clip=cfg.grad_clip)   # the transformer's protocol

@@ -23,11 +23,11 @@ from .claims import claim
 from .exercises import exercise
 
 # %% auto #0
-__all__ = ['WORDS', 'FUNCTION', 'TEMPLATES', 'INTRO', 'END', 'P', 'DEG', 'OPS', 'POLY_TOKENS', 'TOK', 'SIZES', 'N_NEW',
+__all__ = ['WORDS', 'FUNCTION', 'TEMPLATES', 'INTRO', 'END', 'P', 'DEG', 'OPS', 'POLY_TOKENS', 'TOK', 'SIZES', 'TIE', 'N_NEW',
            'MultiTokenGPT', 'head_loss', 'mtp_loss', 'mtp_backward', 'train_mtp', 'greedy_decode', 'speculative_decode',
            'StoryTask', 'induction_accuracy', 'ChildrenStories', 'write_story', 'poly_mul', 'poly_compose', 'poly_eval',
            'random_expression', 'expression_tokens', 'poly_dataset', 'exact_match', 'step_memory', 'measure_memory',
-           'MTPExperiment', 'induction_run', 'induction_by_size', 'acceptance_by_depth', 'decoding_stats',
+           'MTPExperiment', 'induction_run', 'induction_by_size', 'acceptance_by_depth', 'tie_gap', 'decoding_stats',
            'decoding_run', 'speculative_is_exact', 'speculative_is_faster', 'helps_induction', 'memory_is_flat']
 
 # %% ../nbs/30_mtp.ipynb #86bf4d11
@@ -488,8 +488,8 @@ class MTPExperiment(Config):
 def induction_run(n_heads: int, cfg: MTPExperiment | None = None, seed: int = 0, device=None,
                   n_layer: int | None = None,        # total depth (default: cfg.n_layer, parameter-matched across n_heads)
                   progress: bool | None = False) -> dict:
-    "Train a model with n_heads on the stories; return it, its history (test induction accuracy), the test set and the best\n"
-    "accuracy over checkpoints (the paper's evaluation)."
+    """Train a model with n_heads on the stories; return it, its history (test induction accuracy), the test set and the best
+    accuracy over checkpoints (the paper's evaluation)."""
     cfg = cfg or MTPExperiment.preset()
     if cfg.task not in ("stories", "markov"): raise ValueError(f"task must be 'stories' or 'markov', got {cfg.task!r}")
     task = (ChildrenStories if cfg.task == "stories" else StoryTask)(n_first=cfg.n_names, n_second=cfg.n_names, seed=0)
@@ -511,8 +511,8 @@ SIZES = {"tiny": (3, 64, 2), "small": (4, 96, 4), "1M": (5, 128, 4)}   # name: (
 # %% ../nbs/30_mtp.ipynb #f4e65de5
 def induction_by_size(sizes=("tiny", "small"), heads=(1, 2), cfg: MTPExperiment | None = None, seed: int = 0,
                       device=None, progress: bool | None = False) -> tuple[pd.DataFrame, dict]:
-    "Parameter-matched 1- and 2-head models at several sizes, equal training tokens: a table of best and final induction\n"
-    "accuracy (with the best checkpoint's step and the non-embedding parameters), and the runs."
+    """Parameter-matched 1- and 2-head models at several sizes, equal training tokens: a table of best and final induction
+    accuracy (with the best checkpoint's step and the non-embedding parameters), and the runs."""
     cfg = cfg or MTPExperiment.preset()
     unknown = [s for s in sizes if s not in SIZES]
     if unknown: raise ValueError(f"unknown sizes {unknown}: expected names from {list(SIZES)}")
@@ -532,30 +532,47 @@ def acceptance_by_depth(accepted: list[int], k: int) -> list[float]:
     return [float((a >= j).mean()) for j in range(1, k + 1)]
 
 # %% ../nbs/30_mtp.ipynb #34e7c46f
+TIE = 1e-4   # a next-token choice whose two best logits are this close is a float32 tie: rounding may pick either
+
+@torch.no_grad()
+def tie_gap(model: MultiTokenGPT, ref: torch.Tensor, other: torch.Tensor) -> float:
+    """Where the decoding `other` first departs from the reference decoding `ref` (two 1-d tensors, the same length): the
+    gap between the two best next-token logits of a plain forward pass over ref's prefix (inf where they agree)."""
+    if ref.shape != other.shape or ref.dim() != 1: raise ValueError(f"ref and other must be 1-d and alike, got {tuple(ref.shape)} and {tuple(other.shape)}")
+    diff = (ref.cpu() != other.cpu()).nonzero()
+    if not len(diff): return float("inf")
+    j = int(diff[0])
+    if j == 0: raise ValueError("the decodings differ at their first token: not the same prompt")
+    top = model.eval()(ref[None, :j].to(model_device(model)), heads=[0])[0, 0, -1].topk(2).values
+    return float(top[0] - top[1])
+
 def decoding_stats(model: MultiTokenGPT, prompts: torch.Tensor, n_new: int, ks=(2, 3, 4),
                    cache: bool = True) -> dict:    # both decoders with a KV cache, or both without
-    "Greedy vs self-speculative decoding of each prompt (rows of `prompts`): exactness against plain uncached greedy\n"
-    "decoding, forward passes, seconds, acceptance."
+    """Greedy vs self-speculative decoding of each prompt (rows of `prompts`): exactness against plain uncached greedy
+    decoding (`mismatches`; `ties`: how many of them first depart where greedy's choice is a float32 tie), forward
+    passes, seconds, acceptance."""
     model.eval()
     def timed(decode):
         t0 = time.perf_counter(); res = [decode(p) for p in prompts]
         return res, time.perf_counter() - t0
+    def check(outs):   # mismatches against plain uncached greedy decoding, and how many of them start at a tie
+        bad = [(o, r) for o, r in zip(outs, plain) if not torch.equal(o, r)]
+        return dict(mismatches=len(bad), ties=sum(tie_gap(model, r, o) <= TIE for o, r in bad))
     plain, plain_s = timed(lambda p: greedy_decode(model, p, n_new, cache=False)[0])
     greedy, secs = timed(lambda p: greedy_decode(model, p, n_new)[0]) if cache else (plain, plain_s)
-    out = {"greedy": dict(forwards=n_new * len(prompts), seconds=secs, uncached_seconds=plain_s,
-                          mismatches=sum(not torch.equal(a, b) for a, b in zip(greedy, plain)))}
+    out = {"greedy": dict(forwards=n_new * len(prompts), seconds=secs, uncached_seconds=plain_s, **check(greedy))}
     for k in ks:
         res, secs = timed(lambda p: speculative_decode(model, p, n_new, k, cache=cache))
         acc = [a for _, st in res for a in st["accepted"]]
         forwards = sum(st["forwards"] for _, st in res)
-        out[k] = dict(mismatches=sum(not torch.equal(s, g) for (s, _), g in zip(res, plain)), forwards=forwards,
+        out[k] = dict(**check([s for s, _ in res]), forwards=forwards,
                       tokens_per_forward=n_new * len(prompts) / forwards, seconds=secs,
                       speedup=out["greedy"]["seconds"] / secs, acceptance=acceptance_by_depth(acc, k))
     return out
 
 def decoding_run(cfg: MTPExperiment | None = None, seed: int = 0, device=None, progress: bool | None = False) -> dict:
-    "The 4-head model the decoding claims use: two blocks deeper than `cfg`'s (a 1-block trunk and 4 head blocks at\n"
-    "the default depth), `cfg.spec_steps` steps on rows of `cfg.spec_length` tokens: decoding needs less training."
+    """The 4-head model the decoding claims use: two blocks deeper than `cfg`'s (a 1-block trunk and 4 head blocks at
+    the default depth), `cfg.spec_steps` steps on rows of `cfg.spec_length` tokens: decoding needs less training."""
     cfg = cfg or MTPExperiment.preset()
     cfg = dataclasses.replace(cfg, steps=cfg.spec_steps, length=cfg.spec_length)
     return induction_run(4, cfg, seed=seed, device=device, n_layer=cfg.n_layer + 2, progress=progress)

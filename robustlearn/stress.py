@@ -313,8 +313,8 @@ def verify(transcript: Transcript, x, public_key: bytes,
     return _root_matches(transcript, hx)
 
 def verify_chain(transcripts: list, public_key: bytes) -> bool:
-    "Whether signed receipts form one unbroken chain: every signature valid, sequence numbers consecutive, each naming\n"
-    "the hash of the one before (what a party that holds the whole chain, e.g. an auditor, can check)."
+    """Whether signed receipts form one unbroken chain: every signature valid, sequence numbers consecutive, each naming
+    the hash of the one before (what a party that holds the whole chain, e.g. an auditor, can check)."""
     key = _key(public_key)
     for a, b in zip(transcripts, transcripts[1:]):
         if b.receipt.sequence != a.receipt.sequence + 1 or b.receipt.previous != _sha(a.receipt.to_bytes()): return False
@@ -327,8 +327,8 @@ def opens(commitment: Commitment, data: bytes) -> bool:
     return _sha(commitment.salt, data) == commitment.digest
 
 def audit(transcript: Transcript, x, model, commitment: Commitment) -> bool:
-    "The opened commitment's check: the model and salt reproduce the digest, the receipt names it, and the model reproduces\n"
-    "every signed prediction. It checks no signature: run `verify` first (an auditor holds the provider's public key)."
+    """The opened commitment's check: the model and salt reproduce the digest, the receipt names it, and the model reproduces
+    every signed prediction. It checks no signature: run `verify` first (an auditor holds the provider's public key)."""
     if commitment.salt is None: raise ValueError("the commitment is not opened: the provider must reveal its salt (a published commitment has none)")
     hx = _inputs(x)
     _same_inputs(transcript, hx)

@@ -59,6 +59,11 @@ def test_speculative_equals_greedy_untrained_models():
             # a prefill, then a pass per step, except a last step left with one token: greedy's own choice, nothing to verify
             assert sum(st["accepted"]) == 30 and st["forwards"] == len(st["accepted"]) + (st["accepted"][-1] != 1)
             if k == 1: assert st["accepted"] == [1] * 30 and st["forwards"] == nf   # k = 1 is greedy, pass for pass
+            for cache in (True, False):                  # one new token: the prefill's proposal, one pass, either way
+                s1, st1 = M.speculative_decode(m, p, 1, k=k, cache=cache)
+                assert torch.equal(s1, g[:len(p) + 1]) and st1 == dict(forwards=1, accepted=[1])
+            s, st = M.speculative_decode(m, p, 30, k=1, cache=False)
+            assert torch.equal(s, g) and st["forwards"] == 30
 
 
 def test_speculative_accepts_everything_when_heads_agree():
@@ -229,3 +234,22 @@ def test_helps_induction_at_seed_0():
     "The claim on the children's stories (about 5 minutes on 2 cores): the 2-head model forms induction, the 1-head one does not."
     df = run_claims(["mtp.helps_induction"], quick=True, seeds=(0,), device="cpu", threads=2)
     assert df.iloc[0].verdict == "holds", df.iloc[0].detail
+
+
+def test_tie_gap_measures_the_reference_choice_where_decodings_part():
+    torch.manual_seed(0)
+    m = M.MultiTokenGPT(12, n_heads=2, n_layer=3, d_model=16, block_size=32).eval()
+    ref, _ = M.greedy_decode(m, torch.tensor([1, 2, 3]), 10)
+    assert M.tie_gap(m, ref, ref.clone()) == float("inf")
+    other = ref.clone(); other[6] = (ref[6] + 1) % 12; other[8] = 0            # parts at position 6
+    lg = m(ref[None, :6], heads=[0])[0, 0, -1].detach().sort(descending=True).values
+    assert M.tie_gap(m, ref, other) == pytest.approx(float(lg[0] - lg[1]), abs=1e-6) and M.tie_gap(m, ref, other) > M.TIE
+    a = int(ref[3]); b = (a + 1) % 12          # the first new token, and a token made its twin
+    with torch.no_grad():                       # the unembedding cannot tell them apart: a choice between them is a tie
+        m.gpt.head.weight[b] = m.gpt.head.weight[a]; m.gpt.head.bias[b] = m.gpt.head.bias[a]
+    ref, _ = M.greedy_decode(m, torch.tensor([1, 2, 3]), 10)
+    assert int(ref[3]) in (a, b)                # the prompt's logits are unchanged, but b now equals a
+    other = ref.clone(); other[3] = a + b - int(ref[3])
+    assert M.tie_gap(m, ref, other) == 0.0
+    with pytest.raises(ValueError, match="1-d and alike"): M.tie_gap(m, ref, ref[:-1])
+    with pytest.raises(ValueError, match="first token"): M.tie_gap(m, ref, (ref + 1) % 12)

@@ -41,3 +41,25 @@ def test_wheel_installs_in_clean_venv(wheel, tmp_path):
     assert str(env_dir) in r.stdout                            # imported from the wheel, not the checkout
     r = subprocess.run([env_dir / "bin" / "robustlearn", "reproduce", "--list"], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
+
+
+def _cut_docstrings(source: str) -> list[str]:
+    "Functions and classes whose docstring is followed by more string statements: Python keeps only the first line."
+    import ast
+    out = []
+    for n in ast.walk(ast.parse(source)):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and ast.get_docstring(n) is not None:
+            nxt = n.body[1] if len(n.body) > 1 else None
+            if isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+                out.append(n.name)
+    return out
+
+
+def test_docstrings_are_not_cut_short():
+    "A docstring written as two string statements documents only its first line (in help() and on the site)."
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1] / "robustlearn"
+    cut = {f.name: _cut_docstrings(f.read_text()) for f in sorted(root.glob("*.py"))}
+    assert {k: v for k, v in cut.items() if v} == {}
+    assert _cut_docstrings('def f():\n    "one line\\n"\n    "the rest"\n    return 1\n') == ["f"]   # the check sees the defect
+    assert _cut_docstrings('def f():\n    ("one line\\n"\n     "the rest")\n    return 1\n') == []
