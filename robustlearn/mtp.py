@@ -532,24 +532,25 @@ def acceptance_by_depth(accepted: list[int], k: int) -> list[float]:
     return [float((a >= j).mean()) for j in range(1, k + 1)]
 
 # %% ../nbs/30_mtp.ipynb #34e7c46f
-TIE = 1e-4   # a next-token choice whose two best logits are this close is a float32 tie: rounding may pick either
+TIE = 1e-4   # two next-token logits this close (absolute) are a float32 tie: rounding may order them either way
 
 @torch.no_grad()
-def tie_gap(model: MultiTokenGPT, ref: torch.Tensor, other: torch.Tensor) -> float:
-    """Where the decoding `other` first departs from the reference decoding `ref` (two 1-d tensors, the same length): the
-    gap between the two best next-token logits of a plain forward pass over ref's prefix (inf where they agree)."""
+def tie_gap(model: MultiTokenGPT, ref: torch.Tensor, other: torch.Tensor,
+            start: int = 1) -> float:   # the prompt's length: the decodings must agree before it
+    """Where the decoding `other` first departs from the reference decoding `ref` (two 1-d tensors, the same length): how
+    much higher a plain forward pass over their common prefix scores ref's token than other's (inf where they agree)."""
     if ref.shape != other.shape or ref.dim() != 1: raise ValueError(f"ref and other must be 1-d and alike, got {tuple(ref.shape)} and {tuple(other.shape)}")
     diff = (ref.cpu() != other.cpu()).nonzero()
     if not len(diff): return float("inf")
     j = int(diff[0])
-    if j == 0: raise ValueError("the decodings differ at their first token: not the same prompt")
-    top = model.eval()(ref[None, :j].to(model_device(model)), heads=[0])[0, 0, -1].topk(2).values
-    return float(top[0] - top[1])
+    if j < max(start, 1): raise ValueError(f"the decodings differ at position {j}, inside the prompt: not the same prompt")
+    lg = model(ref[None, :j].to(model_device(model)), heads=[0])[0, 0, -1]
+    return float(lg[int(ref[j])] - lg[int(other[j])])
 
 def decoding_stats(model: MultiTokenGPT, prompts: torch.Tensor, n_new: int, ks=(2, 3, 4),
                    cache: bool = True) -> dict:    # both decoders with a KV cache, or both without
     """Greedy vs self-speculative decoding of each prompt (rows of `prompts`): exactness against plain uncached greedy
-    decoding (`mismatches`; `ties`: how many of them first depart where greedy's choice is a float32 tie), forward
+    decoding (`mismatches`; `ties`: how many of them first depart where the two tokens' logits are a float32 tie), forward
     passes, seconds, acceptance."""
     model.eval()
     def timed(decode):
@@ -557,7 +558,7 @@ def decoding_stats(model: MultiTokenGPT, prompts: torch.Tensor, n_new: int, ks=(
         return res, time.perf_counter() - t0
     def check(outs):   # mismatches against plain uncached greedy decoding, and how many of them start at a tie
         bad = [(o, r) for o, r in zip(outs, plain) if not torch.equal(o, r)]
-        return dict(mismatches=len(bad), ties=sum(tie_gap(model, r, o) <= TIE for o, r in bad))
+        return dict(mismatches=len(bad), ties=sum(abs(tie_gap(model, r, o, prompts.shape[1])) <= TIE for o, r in bad))
     plain, plain_s = timed(lambda p: greedy_decode(model, p, n_new, cache=False)[0])
     greedy, secs = timed(lambda p: greedy_decode(model, p, n_new)[0]) if cache else (plain, plain_s)
     out = {"greedy": dict(forwards=n_new * len(prompts), seconds=secs, uncached_seconds=plain_s, **check(greedy))}

@@ -241,15 +241,38 @@ def test_tie_gap_measures_the_reference_choice_where_decodings_part():
     m = M.MultiTokenGPT(12, n_heads=2, n_layer=3, d_model=16, block_size=32).eval()
     ref, _ = M.greedy_decode(m, torch.tensor([1, 2, 3]), 10)
     assert M.tie_gap(m, ref, ref.clone()) == float("inf")
-    other = ref.clone(); other[6] = (ref[6] + 1) % 12; other[8] = 0            # parts at position 6
-    lg = m(ref[None, :6], heads=[0])[0, 0, -1].detach().sort(descending=True).values
-    assert M.tie_gap(m, ref, other) == pytest.approx(float(lg[0] - lg[1]), abs=1e-6) and M.tie_gap(m, ref, other) > M.TIE
+    other = ref.clone(); other[6] = (ref[6] + 5) % 12; other[8] = 0            # parts at position 6
+    lg = m(ref[None, :6], heads=[0])[0, 0, -1].detach()
+    gap = M.tie_gap(m, ref, other, start=3)
+    assert gap == pytest.approx(float(lg[ref[6]] - lg[other[6]]), abs=1e-6) and gap > M.TIE   # greedy's token scores higher
     a = int(ref[3]); b = (a + 1) % 12          # the first new token, and a token made its twin
     with torch.no_grad():                       # the unembedding cannot tell them apart: a choice between them is a tie
         m.gpt.head.weight[b] = m.gpt.head.weight[a]; m.gpt.head.bias[b] = m.gpt.head.bias[a]
     ref, _ = M.greedy_decode(m, torch.tensor([1, 2, 3]), 10)
     assert int(ref[3]) in (a, b)                # the prompt's logits are unchanged, but b now equals a
     other = ref.clone(); other[3] = a + b - int(ref[3])
-    assert M.tie_gap(m, ref, other) == 0.0
+    assert M.tie_gap(m, ref, other, start=3) == 0.0
     with pytest.raises(ValueError, match="1-d and alike"): M.tie_gap(m, ref, ref[:-1])
-    with pytest.raises(ValueError, match="first token"): M.tie_gap(m, ref, (ref + 1) % 12)
+    with pytest.raises(ValueError, match="inside the prompt"): M.tie_gap(m, ref, (ref + 1) % 12)
+    bad = ref.clone(); bad[2] = (bad[2] + 1) % 12
+    with pytest.raises(ValueError, match="inside the prompt"): M.tie_gap(m, ref, bad, start=3)
+
+
+def test_decoding_stats_counts_mismatches_at_ties_apart(monkeypatch):
+    "A cached greedy decoding that departs from the uncached one at a twin-token tie: a mismatch, and a tie."
+    torch.manual_seed(0)
+    m = M.MultiTokenGPT(12, n_heads=2, n_layer=3, d_model=16, block_size=32).eval()
+    prompts = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    first = [int(M.greedy_decode(m, p, 1)[0][-1]) for p in prompts]
+    a = first[0]; b = (a + 1) % 12
+    with torch.no_grad():
+        m.gpt.head.weight[b] = m.gpt.head.weight[a]; m.gpt.head.bias[b] = m.gpt.head.bias[a]
+    real = M.greedy_decode
+    def departing(model, prompt, n_new, cache=True):           # the cached decoder swaps the twins at the first new token
+        seq, n = real(model, prompt, n_new, cache=cache)
+        if cache and prompt[0] == 1: seq = seq.clone(); seq[3] = a + b - int(seq[3])
+        return seq, n
+    monkeypatch.setattr(M, "greedy_decode", departing)
+    st = M.decoding_stats(m, prompts, 6, ks=(2,))
+    assert st["greedy"]["mismatches"] == 1 and st["greedy"]["ties"] == 1
+    assert st[2]["mismatches"] == 0 and st[2]["ties"] == 0   # speculative decoding is compared with the uncached reference
