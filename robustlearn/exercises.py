@@ -123,7 +123,7 @@ def starter(name: str) -> str:
     ex = get_exercise(name)
     fname = name.split(".")[1]
     sig = inspect.signature(ex.reference)
-    params = ", ".join(p.name for p in sig.parameters.values())
+    params = ", ".join(p.name if p.default is p.empty else f"{p.name}={p.default!r}" for p in sig.parameters.values())  # optional stays optional
     doc = "\n    ".join(ex.statement.splitlines())
     return f'def {fname}({params}):\n    """{doc}"""\n    raise NotImplementedError\n\ncheck("{name}", {fname})'
 

@@ -155,15 +155,16 @@ def speculative_decode(model: MultiTokenGPT, prompt: torch.Tensor, n_new: int, k
     if prompt.dim() != 1: raise ValueError("speculative_decode takes one prompt (a 1-d tensor)")
     _check_prompt(model, prompt, n_new)
     seq = prompt.to(model_device(model)).clone()
-    if n_new == 0: return seq, dict(forwards=0, accepted=[])
+    if n_new == 0: return seq, dict(forwards=0, accepted=[], proposed=[])
     kv = KVCache() if cache else None
     logits = model(seq[None], heads=range(k), cache=kv)[:, 0, -1]     # (k, V): heads at the last position
-    proposals, forwards, accepted = logits.argmax(-1), 1, []
+    proposals, forwards, accepted, proposed = logits.argmax(-1), 1, [], []
     while len(seq) - len(prompt) < n_new:
         left = n_new - (len(seq) - len(prompt))
         prop = proposals[:left]                                        # never propose past the budget
-        if left == 1:                                                  # the last token is greedy's own choice: no
-            seq = torch.cat([seq, prop]); accepted.append(1); break    # pass to verify it (k = 1 is greedy, pass for pass)
+        if left == 1:                                                  # the last token is greedy's own choice: no pass
+            seq = torch.cat([seq, prop]); accepted.append(1); proposed.append(1)   # to verify it (k = 1 is greedy,
+            break                                                      # pass for pass)
         L, P = len(seq), len(prop)
         x = prop if cache else torch.cat([seq, prop])                  # with a cache, only the new tokens
         out = model(x[None], heads=range(k), cache=kv)[:, 0, -P:]       # (k, P, V): at positions L..L+P-1
@@ -172,10 +173,10 @@ def speculative_decode(model: MultiTokenGPT, prompt: torch.Tensor, n_new: int, k
         m = 1                                                          # prop[0] is always the greedy choice
         while m < P and p[m] == verify[m - 1]: m += 1                  # Python ints: no tensor op per comparison
         seq = torch.cat([seq, prop[:m]])
-        accepted.append(m)
+        accepted.append(m); proposed.append(P)
         if cache: kv.crop(L + m)                                       # forget the rejected proposals
         proposals = out[:, m - 1].argmax(-1)                           # next proposals, from the last accepted position
-    return seq, dict(forwards=forwards, accepted=accepted)
+    return seq, dict(forwards=forwards, accepted=accepted, proposed=proposed)
 
 # %% ../nbs/30_mtp.ipynb #aae66eb3
 @dataclass
@@ -526,10 +527,15 @@ def induction_by_size(sizes=("tiny", "small"), heads=(1, 2), cfg: MTPExperiment 
             rows.append(dict(size=size, n_heads=n, params=body, best=r["induction"], best_step=r["best_step"], final=r["final"]))
     return pd.DataFrame(rows), runs
 
-def acceptance_by_depth(accepted: list[int], k: int) -> list[float]:
-    "Share of speculative steps that accepted at least j tokens, for j = 1..k (j = 1 is always 1)."
+def acceptance_by_depth(accepted: list[int], k: int,
+                        proposed: list[int] | None = None) -> list[float]:  # tokens each step proposed (None: k each)
+    """Share of speculative steps that accepted at least j tokens, for j = 1..k (j = 1 is always 1), among the steps
+    that proposed at least j: a step cut short by the token budget says nothing about the depths it did not try
+    (nan at a depth no step tried)."""
     a = np.asarray(accepted)
-    return [float((a >= j).mean()) for j in range(1, k + 1)]
+    p = np.full(len(a), k) if proposed is None else np.asarray(proposed)
+    if p.shape != a.shape: raise ValueError(f"proposed ({len(p)} steps) must match accepted ({len(a)} steps)")
+    return [float((a[p >= j] >= j).mean()) if (p >= j).any() else float("nan") for j in range(1, k + 1)]
 
 # %% ../nbs/30_mtp.ipynb #34e7c46f
 TIE = 1e-4   # two next-token logits this close (absolute) are a float32 tie: rounding may order them either way
@@ -565,10 +571,11 @@ def decoding_stats(model: MultiTokenGPT, prompts: torch.Tensor, n_new: int, ks=(
     for k in ks:
         res, secs = timed(lambda p: speculative_decode(model, p, n_new, k, cache=cache))
         acc = [a for _, st in res for a in st["accepted"]]
+        prop = [p for _, st in res for p in st["proposed"]]
         forwards = sum(st["forwards"] for _, st in res)
         out[k] = dict(**check([s for s, _ in res]), forwards=forwards,
                       tokens_per_forward=n_new * len(prompts) / forwards, seconds=secs,
-                      speedup=out["greedy"]["seconds"] / secs, acceptance=acceptance_by_depth(acc, k))
+                      speedup=out["greedy"]["seconds"] / secs, acceptance=acceptance_by_depth(acc, k, prop))
     return out
 
 def decoding_run(cfg: MTPExperiment | None = None, seed: int = 0, device=None, progress: bool | None = False) -> dict:
@@ -665,7 +672,8 @@ def _head_cases(gen):
 
 def _acceptance_cases(gen):
     return [("every proposal accepted", ([4, 4, 4], 4)), ("k = 1", ([1, 1], 1)), ("one step", ([2], 3))] + \
-           [(f"random steps {i}", (torch.randint(1, 5, (20,), generator=gen).tolist(), 4)) for i in range(3)]
+           [(f"random steps {i}", (torch.randint(1, 5, (20,), generator=gen).tolist(), 4)) for i in range(3)] + \
+           [("the last step cut short by the budget", ([4, 3, 2], 4, [4, 4, 2])), ("two steps cut short", ([3, 1, 2, 1], 3, [3, 3, 2, 1]))]
 
 exercise("mtp.head_loss",
          "Given head i's (B, T, V) logits, the (B, T) targets (-100 means ignore) and i (0 for the next token), return the\n"
@@ -675,8 +683,9 @@ exercise("mtp.head_loss",
          mistake=lambda logits, targets, i: F.cross_entropy(logits[:, :logits.shape[1] - i].flatten(0, 1), targets[:, i:].flatten(),
                                                             ignore_index=-100) if i < logits.shape[1] else logits.sum() * 0)
 exercise("mtp.acceptance_by_depth",
-         "Given how many tokens each self-speculative step accepted (a list of ints in 1..k) and k, return the list of the\n"
-         "shares of steps that accepted at least j tokens, for j = 1..k.",
+         "Given how many tokens each self-speculative step accepted (a list of ints in 1..k), k, and optionally how many each\n"
+         "step proposed (None: k every step), return the list of the shares of steps that accepted at least j tokens among\n"
+         "the steps that proposed at least j, for j = 1..k.",
          reference=acceptance_by_depth, cases=_acceptance_cases,
-         hint="'at least j' is >= j; the first share is always 1",
-         mistake=lambda accepted, k: [float(np.mean(np.asarray(accepted) > j)) for j in range(1, k + 1)])
+         hint="'at least j' is >= j; the first share is always 1; keep only the steps whose proposal count is >= j",
+         mistake=lambda accepted, k, proposed=None: [float(np.mean(np.asarray(accepted) >= j)) for j in range(1, k + 1)])

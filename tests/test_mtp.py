@@ -1,4 +1,5 @@
 "Multi-token prediction: gradients of the two implementations, exact speculative decoding, the tasks, bad inputs, claims."
+import math
 import numpy as np, pytest, torch
 from robustlearn import mtp as M
 from robustlearn.claims import run_claims
@@ -61,7 +62,7 @@ def test_speculative_equals_greedy_untrained_models():
             if k == 1: assert st["accepted"] == [1] * 30 and st["forwards"] == nf   # k = 1 is greedy, pass for pass
             for cache in (True, False):                  # one new token: the prefill's proposal, one pass, either way
                 s1, st1 = M.speculative_decode(m, p, 1, k=k, cache=cache)
-                assert torch.equal(s1, g[:len(p) + 1]) and st1 == dict(forwards=1, accepted=[1])
+                assert torch.equal(s1, g[:len(p) + 1]) and st1 == dict(forwards=1, accepted=[1], proposed=[1])
             s, st = M.speculative_decode(m, p, 30, k=1, cache=False)
             assert torch.equal(s, g) and st["forwards"] == 30
 
@@ -79,7 +80,11 @@ def test_speculative_accepts_everything_when_heads_agree():
         s, st = M.speculative_decode(m, torch.tensor([3]), 12, k=3, cache=cache)
         assert s.tolist() == [(3 + i) % 10 for i in range(13)]
         assert st["accepted"] == [3, 3, 3, 3] and st["forwards"] == 5
-        assert M.acceptance_by_depth(st["accepted"], 3) == [1.0, 1.0, 1.0]
+        assert M.acceptance_by_depth(st["accepted"], 3) == [1.0, 1.0, 1.0] and st["proposed"] == [3, 3, 3, 3]
+        s, st = M.speculative_decode(m, torch.tensor([3]), 11, k=3, cache=cache)   # the budget cuts the last step to 2
+        assert st["accepted"] == [3, 3, 3, 2] and st["proposed"] == [3, 3, 3, 2]
+        assert M.acceptance_by_depth(st["accepted"], 3, st["proposed"]) == [1.0, 1.0, 1.0]   # depth 3 was not tried last
+        assert M.acceptance_by_depth(st["accepted"], 3) == [1.0, 1.0, 0.75]                  # counted as a rejection
 
 
 def test_kv_cache_gives_the_full_forward():
@@ -276,3 +281,9 @@ def test_decoding_stats_counts_mismatches_at_ties_apart(monkeypatch):
     st = M.decoding_stats(m, prompts, 6, ks=(2,))
     assert st["greedy"]["mismatches"] == 1 and st["greedy"]["ties"] == 1
     assert st[2]["mismatches"] == 0 and st[2]["ties"] == 0   # speculative decoding is compared with the uncached reference
+
+
+def test_acceptance_by_depth_counts_only_the_steps_that_tried_a_depth():
+    assert M.acceptance_by_depth([4, 1, 2], 4, [4, 4, 2]) == pytest.approx([1.0, 2 / 3, 0.5, 0.5])   # depths 3-4: 2 steps
+    assert [math.isnan(v) for v in M.acceptance_by_depth([1, 1], 3, [1, 1])] == [False, True, True]   # never tried
+    with pytest.raises(ValueError, match="must match"): M.acceptance_by_depth([1, 2], 2, [2])
