@@ -289,6 +289,7 @@ def icl_models(cfg: ICLExperiment | None = None, seed: int = 0, device=None, pro
     cfg = cfg or ICLExperiment.preset()
     cur = Curriculum(cfg.d, cfg.n_points, d_start=min(2, cfg.d), points_start=min(5, cfg.n_points), every=cfg.curriculum_every)
     fresh = lambda steps: dict(warmup=min(cfg.warmup, steps), grad_clip=cfg.grad_clip)   # the transformer's protocol
+    n_set = cfg.setmlp_steps or cfg.steps                                               # the set-MLP's steps
     ev = dict(eval_fn=monitor_nse(cfg.d, cfg.n_points, seed), eval_every=eval_every) if eval_every else {}
     set_seed(seed)
     tf = ICLTransformer(cfg.d, cfg.max_points, cfg.n_layer, cfg.n_head, cfg.d_model)
@@ -298,13 +299,12 @@ def icl_models(cfg: ICLExperiment | None = None, seed: int = 0, device=None, pro
     set_seed(seed)
     mlp = ICLSetMLP(cfg.d, None, cfg.setmlp_hidden, cfg.setmlp_depth, cfg.setmlp_d_set)
     fixed = cfg.setmlp_prompts is not None
-    hist = train_icl(mlp, d=cfg.d, n_points=cfg.n_points, steps=cfg.setmlp_steps or cfg.steps, seed=seed, device=device,
+    hist = train_icl(mlp, d=cfg.d, n_points=cfg.n_points, steps=n_set, seed=seed, device=device,
                      batch_size=cfg.setmlp_batch_size if fixed else cfg.batch_size, lr=cfg.setmlp_lr if fixed else cfg.lr,
                      prompts=cfg.setmlp_prompts, curriculum=None if fixed else cur, progress=progress, lr_schedule="cosine",
-                     **({} if fixed else fresh(cfg.setmlp_steps or cfg.steps)), **ev)
+                     **({} if fixed else fresh(n_set)), **ev)
     out["setmlp"] = (mlp.cpu(), hist)
     said = lambda steps: f"fresh prompts, curriculum, {steps} steps, warm-up {fresh(steps)['warmup']}, clipping {cfg.grad_clip}"
-    n_set = cfg.setmlp_steps or cfg.steps
     out["protocol"] = {"transformer": said(cfg.steps),
                        "setmlp": f"{cfg.setmlp_prompts} fixed prompts, {n_set} steps" if fixed else said(n_set)}
     return out

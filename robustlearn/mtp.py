@@ -535,6 +535,8 @@ def acceptance_by_depth(accepted: list[int], k: int,
     a = np.asarray(accepted)
     p = np.full(len(a), k) if proposed is None else np.asarray(proposed)
     if p.shape != a.shape: raise ValueError(f"proposed ({len(p)} steps) must match accepted ({len(a)} steps)")
+    if len(a) and not ((1 <= a) & (a <= p) & (p <= k)).all():
+        raise ValueError(f"each step must accept 1..(what it proposed) tokens and propose at most k={k}")
     return [float((a[p >= j] >= j).mean()) if (p >= j).any() else float("nan") for j in range(1, k + 1)]
 
 # %% ../nbs/30_mtp.ipynb #34e7c46f

@@ -86,6 +86,7 @@ class KVCache:
     def expand(self, batch: int):
         """Share a batch-1 cache with `batch` continuations: each row of the next forward sees the same past, computed once
         (a view here; the next forward's `extend` copies it into each row's keys and values)."""
+        if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1: raise ValueError(f"batch must be a positive int, got {batch!r}")
         if any(k.shape[0] != 1 for k, _ in self.kv.values()): raise ValueError("only a cache of batch size 1 can be expanded")
         self.kv = {m: (k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for m, (k, v) in self.kv.items()}
         return self

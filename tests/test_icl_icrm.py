@@ -271,3 +271,10 @@ def test_context_curve_shares_the_context_as_a_cache():
         kv.expand(5)                                     # already expanded to 22 rows
     with pytest.raises(ValueError, match="a context of 10 examples exceeds"):
         net(x[None, :2], cache=kv)                       # 9 positions seen (8 + a query) + 2 > the context of 8 + 1
+
+
+@pytest.mark.parametrize("batch", [0, -1, 2.0, True])
+def test_kv_cache_expand_refuses_a_bad_batch(batch):
+    "expand(-1) would keep the batch of 1 silently (torch reads -1 as 'unchanged')."
+    with pytest.raises(ValueError, match="batch must be a positive int"):
+        R.KVCache().expand(batch)

@@ -287,3 +287,10 @@ def test_acceptance_by_depth_counts_only_the_steps_that_tried_a_depth():
     assert M.acceptance_by_depth([4, 1, 2], 4, [4, 4, 2]) == pytest.approx([1.0, 2 / 3, 0.5, 0.5])   # depths 3-4: 2 steps
     assert [math.isnan(v) for v in M.acceptance_by_depth([1, 1], 3, [1, 1])] == [False, True, True]   # never tried
     with pytest.raises(ValueError, match="must match"): M.acceptance_by_depth([1, 2], 2, [2])
+
+
+@pytest.mark.parametrize("accepted, k, proposed", [([0, 2], 2, None), ([3], 2, None), ([2, 2], 2, [2, 1]), ([1], 2, [3])])
+def test_acceptance_by_depth_refuses_impossible_steps(accepted, k, proposed):
+    "A step accepts 1..(its proposals) tokens and proposes at most k: anything else is a bookkeeping error, said."
+    with pytest.raises(ValueError, match="each step must accept"):
+        M.acceptance_by_depth(accepted, k, proposed)
