@@ -18,17 +18,18 @@ from torch import nn
 import torch.nn.functional as F
 
 from .core import Config, History, fit, get_device, model_device, set_seed
-from .nets import Block, KVCache, TinyGPT
+from .nets import Block, KVCache, TinyGPT, causal_attention
 from .claims import claim
 from .exercises import exercise
 
 # %% auto #0
 __all__ = ['WORDS', 'FUNCTION', 'TEMPLATES', 'INTRO', 'END', 'P', 'DEG', 'OPS', 'POLY_TOKENS', 'TOK', 'SIZES', 'TIE', 'N_NEW',
-           'MultiTokenGPT', 'head_loss', 'mtp_loss', 'mtp_backward', 'train_mtp', 'greedy_decode', 'speculative_decode',
-           'StoryTask', 'induction_accuracy', 'ChildrenStories', 'write_story', 'poly_mul', 'poly_compose', 'poly_eval',
-           'random_expression', 'expression_tokens', 'poly_dataset', 'exact_match', 'step_memory', 'measure_memory',
-           'MTPExperiment', 'induction_run', 'induction_by_size', 'acceptance_by_depth', 'tie_gap', 'decoding_stats',
-           'decoding_run', 'speculative_is_exact', 'speculative_is_faster', 'helps_induction', 'memory_is_flat']
+           'MultiTokenGPT', 'head_loss', 'mtp_loss', 'mtp_backward', 'train_mtp', 'greedy_decode', 'StackedHeads',
+           'speculative_decode', 'StoryTask', 'induction_accuracy', 'ChildrenStories', 'write_story', 'poly_mul',
+           'poly_compose', 'poly_eval', 'random_expression', 'expression_tokens', 'poly_dataset', 'exact_match',
+           'step_memory', 'measure_memory', 'MTPExperiment', 'induction_run', 'induction_by_size',
+           'acceptance_by_depth', 'tie_gap', 'decoding_stats', 'decoding_run', 'speculative_is_exact',
+           'speculative_is_faster', 'helps_induction', 'memory_is_flat']
 
 # %% ../nbs/30_mtp.ipynb #86bf4d11
 def _check_int(name, v, lo=1):
@@ -143,6 +144,32 @@ def greedy_decode(model: MultiTokenGPT, prompt: torch.Tensor, n_new: int,
         seq, new = torch.cat([seq, nxt], 1), nxt
     return (seq if prompt.dim() == 2 else seq[0]), n_new
 
+# %% ../nbs/30_mtp.ipynb #5a7c1e21
+class StackedHeads:
+    """Heads of a `MultiTokenGPT` run as one batched block on the same trunk output (for decoding, as in eval mode): their
+    weights are stacked once, head i being batch entry i of every matrix product. Keys and values go to a `KVCache`."""
+    def __init__(self, model: MultiTokenGPT, heads):                  # head indices, e.g. range(1, k)
+        blocks = [model.heads[i] for i in heads]
+        if not blocks: raise ValueError("heads must name at least one head")
+        stack = lambda get: torch.stack([get(b).detach() for b in blocks])
+        linear = lambda get: (stack(lambda b: get(b).weight).transpose(1, 2), stack(lambda b: get(b).bias)[:, None])
+        norm = lambda get: (stack(lambda b: get(b).weight)[:, None], stack(lambda b: get(b).bias)[:, None])
+        self.ln1, self.qkv, self.proj = norm(lambda b: b.ln1), linear(lambda b: b.attn.qkv), linear(lambda b: b.attn.proj)
+        self.ln2, self.fc, self.out = norm(lambda b: b.ln2), linear(lambda b: b.mlp[0]), linear(lambda b: b.mlp[2])
+        self.n, self.n_head, self.eps, self.gpt = len(blocks), blocks[0].attn.n_head, blocks[0].ln1.eps, model.gpt
+
+    def _norm(self, x, wb): return torch.addcmul(wb[1], F.layer_norm(x, x.shape[-1:], eps=self.eps), wb[0])
+
+    def __call__(self, z: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:   # (B, T, D) -> (n, B, T, V)
+        B, T, D = z.shape
+        x = z.reshape(1, B * T, D).expand(self.n, -1, -1)                  # every head reads the same trunk output
+        q, k, v = torch.baddbmm(self.qkv[1], self._norm(x, self.ln1), self.qkv[0]).split(D, -1)   # each (n, B*T, D)
+        q, k, v = (t.reshape(self.n * B, T, self.n_head, D // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = causal_attention(q, k, v, cache, self).transpose(1, 2).reshape(self.n, B * T, D)
+        x = x + torch.baddbmm(self.proj[1], y, self.proj[0])
+        x = x + torch.baddbmm(self.out[1], F.gelu(torch.baddbmm(self.fc[1], self._norm(x, self.ln2), self.fc[0])), self.out[0])
+        return self.gpt.head(self.gpt.ln_f(x)).view(self.n, B, T, -1)     # the shared final norm and unembedding
+
 # %% ../nbs/30_mtp.ipynb #7ea91e76
 @torch.no_grad()
 def speculative_decode(model: MultiTokenGPT, prompt: torch.Tensor, n_new: int, k: int | None = None,
@@ -157,7 +184,12 @@ def speculative_decode(model: MultiTokenGPT, prompt: torch.Tensor, n_new: int, k
     seq = prompt.to(model_device(model)).clone()
     if n_new == 0: return seq, dict(forwards=0, accepted=[], proposed=[])
     kv = KVCache() if cache else None
-    logits = model(seq[None], heads=range(k), cache=kv)[:, 0, -1]     # (k, V): heads at the last position
+    rest = StackedHeads(model, range(1, k)) if k > 1 else None         # heads 1..k-1: proposals only, one batched block
+    def heads(x):                                                      # (T,) tokens -> (k, T, V)
+        z = model.trunk(x[None], kv)
+        first = model.head_logits(z, 0, kv)                            # head 0 exactly as greedy decoding runs it
+        return first if rest is None else torch.cat([first, rest(z, kv)[:, 0]])
+    logits = heads(seq)[:, -1]                                         # (k, V): heads at the last position
     proposals, forwards, accepted, proposed = logits.argmax(-1), 1, [], []
     while len(seq) - len(prompt) < n_new:
         left = n_new - (len(seq) - len(prompt))
@@ -167,14 +199,14 @@ def speculative_decode(model: MultiTokenGPT, prompt: torch.Tensor, n_new: int, k
             break                                                      # pass for pass)
         L, P = len(seq), len(prop)
         x = prop if cache else torch.cat([seq, prop])                  # with a cache, only the new tokens
-        out = model(x[None], heads=range(k), cache=kv)[:, 0, -P:]       # (k, P, V): at positions L..L+P-1
+        out = heads(x)[:, -P:]                                         # (k, P, V): at positions L..L+P-1
         forwards += 1
         p, verify = prop.tolist(), out[0].argmax(-1).tolist()          # verify[j]: greedy's choice after prop[:j+1]
         m = 1                                                          # prop[0] is always the greedy choice
         while m < P and p[m] == verify[m - 1]: m += 1                  # Python ints: no tensor op per comparison
         seq = torch.cat([seq, prop[:m]])
         accepted.append(m); proposed.append(P)
-        if cache: kv.crop(L + m)                                       # forget the rejected proposals
+        if cache and m < P: kv.crop(L + m)                             # forget the rejected proposals
         proposals = out[:, m - 1].argmax(-1)                           # next proposals, from the last accepted position
     return seq, dict(forwards=forwards, accepted=accepted, proposed=proposed)
 

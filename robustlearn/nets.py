@@ -12,7 +12,8 @@ from torch import nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['GPT_PRESETS', 'MLP', 'SmallCNN', 'KVCache', 'CausalSelfAttention', 'Block', 'TinyGPT', 'running_mean', 'SetMLP']
+__all__ = ['GPT_PRESETS', 'MLP', 'SmallCNN', 'KVCache', 'causal_attention', 'CausalSelfAttention', 'Block', 'TinyGPT',
+           'running_mean', 'SetMLP']
 
 # %% ../nbs/02_nets.ipynb #a54460f0
 def _check_pos(**kw):
@@ -91,6 +92,14 @@ class KVCache:
         self.kv = {m: (k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for m, (k, v) in self.kv.items()}
         return self
 
+def causal_attention(q, k, v, cache: KVCache | None = None, layer=None, dropout_p: float = 0.0) -> torch.Tensor:
+    """Causal scaled dot-product attention over (B, H, T, D/H) queries, keys and values; with a `cache`, the keys and
+    values `layer` stored for earlier positions come first and these T are appended."""
+    T, P, mask = q.shape[2], 0, None
+    if cache is not None: k, v, P = cache.extend(layer, k, v)          # (B, H, P + T, D/H): the past, then these T
+    if P and T > 1: mask = cache.mask(P, T, q.device)    # (T, P + T): query t (position P + t) sees keys 0..P + t
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=not P and T > 1, dropout_p=dropout_p)
+
 class CausalSelfAttention(nn.Module):
     "Multi-head causal self-attention."
     def __init__(self, d_model: int, n_head: int, dropout: float = 0.0):
@@ -103,11 +112,7 @@ class CausalSelfAttention(nn.Module):
         B, T, D = x.shape
         q, k, v = self.qkv(x).split(D, dim=2)                # each (B, T, D)
         q, k, v = (t.view(B, T, self.n_head, D // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D/H)
-        P, mask = 0, None
-        if cache is not None: k, v, P = cache.extend(self, k, v)          # (B, H, P + T, D/H): the past, then these T
-        if P and T > 1: mask = cache.mask(P, T, x.device)    # (T, P + T): query t (position P + t) sees keys 0..P + t
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=not P and T > 1,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        y = causal_attention(q, k, v, cache, self, self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, T, D))  # (B, T, D)
 
 # %% ../nbs/02_nets.ipynb #121ce799

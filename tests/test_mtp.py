@@ -67,15 +67,33 @@ def test_speculative_equals_greedy_untrained_models():
             assert torch.equal(s, g) and st["forwards"] == 30
 
 
+def _shift_model(vocab=10, n_heads=3):
+    """Real weights whose head i predicts "current token + 1 + i" (mod vocab) at every position: one-hot embeddings, no
+    trunk, attention switched off, and each head's MLP a linear map (gelu(h) - gelu(-h) = h) that moves the normalised
+    one-hot of t onto t + 1 + i, scaled to dominate the residual."""
+    m = M.MultiTokenGPT(vocab, n_heads=n_heads, n_layer=n_heads, d_model=16, block_size=40).eval()
+    D, eye = 16, torch.eye(16)
+    with torch.no_grad():
+        for prm in m.parameters(): prm.zero_()
+        m.gpt.inp.weight[:, :vocab] = torch.eye(vocab)
+        for ln in [m.gpt.ln_f] + [b.ln1 for b in m.heads] + [b.ln2 for b in m.heads]: ln.weight.fill_(1.0)
+        m.gpt.head.weight[:, :vocab] = torch.eye(vocab)
+        for i, b in enumerate(m.heads):
+            shift = torch.zeros(D, D)
+            shift[:vocab, :vocab] = torch.eye(vocab).roll(1 + i, 0)       # e_t -> e_(t + 1 + i)
+            b.mlp[0].weight[:D], b.mlp[0].weight[D:2 * D] = eye, -eye
+            b.mlp[2].weight[:, :D], b.mlp[2].weight[:, D:2 * D] = 10 * shift, -10 * shift
+    return m
+
+
 def test_speculative_accepts_everything_when_heads_agree():
-    # a model whose every head predicts "previous token + 1": proposals always agree with the verifier
-    torch.manual_seed(0)
-    m = M.MultiTokenGPT(10, n_heads=3, n_layer=3, d_model=16, block_size=40).eval()
-    def forward(idx, heads=None, cache=None):
-        heads = range(3) if heads is None else heads
-        if cache is not None: cache.pos += idx.shape[1]
-        return torch.stack([torch.nn.functional.one_hot((idx + 1 + i) % 10, 10).float() for i in heads])
-    m.forward = forward
+    # real weights whose every head predicts "previous token + 1": proposals always agree with the verifier
+    m = _shift_model()
+    with torch.no_grad():
+        tok = torch.tensor([[3, 7, 9, 0]])
+        assert [m(tok)[i, 0].argmax(-1).tolist() for i in range(3)] == [[(t + 1 + i) % 10 for t in tok[0].tolist()] for i in range(3)]
+        z = m.trunk(tok)
+        assert torch.allclose(M.StackedHeads(m, range(3))(z), m(tok), atol=1e-5)
     for cache in (True, False):
         s, st = M.speculative_decode(m, torch.tensor([3]), 12, k=3, cache=cache)
         assert s.tolist() == [(3 + i) % 10 for i in range(13)]
@@ -103,6 +121,27 @@ def test_kv_cache_gives_the_full_forward():
         one_head = KVCache()                                                # only the heads that run keep a cache
         m(tok[:, :5], heads=[0], cache=one_head); assert len(one_head.kv) == 2 + 1   # trunk blocks + head 0
     with pytest.raises(ValueError, match="exceeds the context"): m(tok[:, :5], cache=cache)   # 20 + 5 > 24
+
+
+def test_stacked_heads_equal_each_head_with_and_without_cache():
+    "Heads run as one batched block give each head's logits: a full pass, then a prefill, steps, a crop and a recompute."
+    from robustlearn.nets import KVCache
+    torch.manual_seed(0)
+    m = M.MultiTokenGPT(40, n_heads=4, n_layer=6, n_head=2, d_model=32, block_size=24).eval()
+    with torch.no_grad():
+        for prm in m.parameters(): prm.add_(0.3 * torch.randn_like(prm))   # every bias and norm weight away from its init
+        tok = torch.randint(0, 40, (2, 20))
+        z = m.trunk(tok)
+        for heads in ([1, 2, 3], [0], [3, 1]):
+            assert torch.allclose(M.StackedHeads(m, heads)(z), m(tok, heads=heads), atol=1e-5)
+        st, cache, parts = M.StackedHeads(m, range(1, 4)), KVCache(), []
+        for a, b in ((0, 7), (7, 8), (8, 13)):
+            parts.append(st(m.trunk(tok[:, a:b], cache), cache))
+        full = m(tok, heads=range(1, 4))
+        assert torch.allclose(torch.cat(parts, 2), full[:, :, :13], atol=1e-5)
+        cache.crop(9)
+        assert torch.allclose(st(m.trunk(tok[:, 9:], cache), cache), full[:, :, 9:], atol=1e-5)
+    with pytest.raises(ValueError, match="at least one head"): M.StackedHeads(m, [])
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
