@@ -184,7 +184,7 @@ def speculative_decode(model: MultiTokenGPT, prompt: torch.Tensor, n_new: int, k
     seq = prompt.to(model_device(model)).clone()
     if n_new == 0: return seq, dict(forwards=0, accepted=[], proposed=[])
     kv = KVCache() if cache else None
-    rest = StackedHeads(model, range(1, k)) if k > 1 else None         # heads 1..k-1: proposals only, one batched block
+    rest = StackedHeads(model, range(1, k)) if k > 1 else None         # the k - 1 proposal heads, one batched block
     def heads(x):                                                      # (T,) tokens -> (k, T, V)
         z = model.trunk(x[None], kv)
         first = model.head_logits(z, 0, kv)                            # head 0 exactly as greedy decoding runs it

@@ -96,6 +96,7 @@ def causal_attention(q, k, v, cache: KVCache | None = None, layer=None, dropout_
     """Causal scaled dot-product attention over (B, H, T, D/H) queries, keys and values; with a `cache`, the keys and
     values `layer` stored for earlier positions come first and these T are appended."""
     T, P, mask = q.shape[2], 0, None
+    if cache is not None and layer is None: raise ValueError("a cache needs the layer whose keys and values it keeps")
     if cache is not None: k, v, P = cache.extend(layer, k, v)          # (B, H, P + T, D/H): the past, then these T
     if P and T > 1: mask = cache.mask(P, T, q.device)    # (T, P + T): query t (position P + t) sees keys 0..P + t
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=not P and T > 1, dropout_p=dropout_p)
