@@ -151,16 +151,18 @@ class StackedHeads:
     def __init__(self, model: MultiTokenGPT, heads):                  # head indices, e.g. range(1, k)
         blocks = [model.heads[i] for i in heads]
         if not blocks: raise ValueError("heads must name at least one head")
-        stack = lambda get: torch.stack([get(b).detach() for b in blocks])
-        linear = lambda get: (stack(lambda b: get(b).weight).transpose(1, 2), stack(lambda b: get(b).bias)[:, None])
-        norm = lambda get: (stack(lambda b: get(b).weight)[:, None], stack(lambda b: get(b).bias)[:, None])
-        self.ln1, self.qkv, self.proj = norm(lambda b: b.ln1), linear(lambda b: b.attn.qkv), linear(lambda b: b.attn.proj)
-        self.ln2, self.fc, self.out = norm(lambda b: b.ln2), linear(lambda b: b.mlp[0]), linear(lambda b: b.mlp[2])
+        def stacked(layers):   # n Linear or LayerNorm layers -> weights (n, D_in, D_out) or (n, 1, D), biases (n, 1, D_out)
+            w = torch.stack([l.weight.detach() for l in layers])
+            return (w.transpose(1, 2) if w.dim() == 3 else w[:, None]), torch.stack([l.bias.detach() for l in layers])[:, None]
+        parts = [(b.ln1, b.attn.qkv, b.attn.proj, b.ln2, b.mlp[0], b.mlp[2]) for b in blocks]   # a block's layers, in order
+        self.ln1, self.qkv, self.proj, self.ln2, self.fc, self.out = (stacked(layers) for layers in zip(*parts))
         self.n, self.n_head, self.eps, self.gpt = len(blocks), blocks[0].attn.n_head, blocks[0].ln1.eps, model.gpt
 
     def _norm(self, x, wb): return torch.addcmul(wb[1], F.layer_norm(x, x.shape[-1:], eps=self.eps), wb[0])
 
     def __call__(self, z: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:   # (B, T, D) -> (n, B, T, V)
+        if z.dim() != 3 or z.shape[-1] != self.gpt.d_model:
+            raise ValueError(f"z must be the trunk's output (B, T, {self.gpt.d_model}), got {tuple(z.shape)}")
         B, T, D = z.shape
         x = z.reshape(1, B * T, D).expand(self.n, -1, -1)                  # every head reads the same trunk output
         q, k, v = torch.baddbmm(self.qkv[1], self._norm(x, self.ln1), self.qkv[0]).split(D, -1)   # each (n, B*T, D)

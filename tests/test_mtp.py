@@ -142,6 +142,7 @@ def test_stacked_heads_equal_each_head_with_and_without_cache():
         cache.crop(9)
         assert torch.allclose(st(m.trunk(tok[:, 9:], cache), cache), full[:, :, 9:], atol=1e-5)
     with pytest.raises(ValueError, match="at least one head"): M.StackedHeads(m, [])
+    with pytest.raises(ValueError, match=r"trunk's output \(B, T, 32\)"): st(tok)          # token ids, not the trunk's output
     from robustlearn.nets import causal_attention
     q = torch.randn(1, 2, 3, 4)
     with pytest.raises(ValueError, match="needs the layer"): causal_attention(q, q, q, KVCache())   # one shared key: refused
